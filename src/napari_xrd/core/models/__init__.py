@@ -1,0 +1,1 @@
+"""Neural networks of napari-xrd and the one weights loader (:mod:`.weights`)."""
