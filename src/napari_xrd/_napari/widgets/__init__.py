@@ -1,0 +1,1 @@
+"""Dock widgets of napari-xrd; each module holds one widget."""
