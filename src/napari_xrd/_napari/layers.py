@@ -183,13 +183,6 @@ def layer_data_from_image(image, *, name: str | None = None, ice_rings: bool = F
     first = image.frame(0)
     valid = image.valid_pixels()
     lo, hi = auto_contrast(first, valid)
-    dtype = np.dtype(image.dtype)
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        rng = (float(min(info.min, lo)), float(max(min(info.max, 2**31), hi)))
-        rng = (max(rng[0], -2.0), rng[1])
-    else:
-        rng = None
     metadata = {
         "xrd_id": xrd_id,
         "geometry": image.geometry,
@@ -204,8 +197,6 @@ def layer_data_from_image(image, *, name: str | None = None, ice_rings: bool = F
         "colormap": colormap("gray", inverted=False),
         "metadata": metadata,
     }
-    if rng is not None:
-        img_kw["contrast_limits_range"] = rng
     out = [(data, img_kw, "image")]
     if image.pixel_mask is not None and np.any(image.pixel_mask):
         out.append(
@@ -214,13 +205,11 @@ def layer_data_from_image(image, *, name: str | None = None, ice_rings: bool = F
                 {
                     "name": f"{stem} mask",
                     "opacity": 0.45,
-                    "features": None,
                     "metadata": {"xrd_overlay_of": xrd_id, "xrd_overlay": "mask", "label_names": MASK_LABEL_NAMES},
                 },
                 "labels",
             )
         )
-        out[-1][1].pop("features")
     if image.geometry is not None:
         out.extend(_overlay_tuples(image.geometry, xrd_id, stem, ice=ice_rings))
     return out
