@@ -105,7 +105,8 @@ def test_set_geometry_redraws_overlays(make_napari_viewer):
 
 @pytest.mark.gui
 def test_geometry_panel_readout_and_controls(make_napari_viewer):
-    from napari_xrd._napari.widgets.geometry_panel import GeometryPanel, cursor_readout, format_readout
+    from napari_xrd._napari.readout import cursor_readout, format_readout
+    from napari_xrd._napari.widgets.geometry_panel import GeometryPanel
 
     viewer = make_napari_viewer()
     img = synthetic_image(n_frames=2)
@@ -130,6 +131,13 @@ def test_geometry_panel_readout_and_controls(make_napari_viewer):
     assert not overlay_layers(viewer, image_layer)["rings"].visible
     panel._ice.value = True
     assert "ice_rings" in overlay_layers(viewer, image_layer)
+    # the canvas-corner readout follows the cursor
+    viewer.cursor.position = (1, 50, 60)
+    from napari_xrd._napari.readout import _update_overlay, text_overlay
+
+    _update_overlay(viewer)
+    overlay = text_overlay(viewer)
+    assert overlay.visible and "I " in overlay.text and "2θ" in overlay.text
     image_layer.contrast_limits = (0, 1)
     panel.auto_contrast()
     assert image_layer.contrast_limits[1] > 10

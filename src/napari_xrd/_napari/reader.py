@@ -35,7 +35,20 @@ def read_diffraction(path):
     from napari_xrd.core.io import open_image
 
     paths = path if isinstance(path, list) else [path]
-    if len(paths) > 1:
-        image = open_image(paths)
-        return layer_data_from_image(image)
-    return layer_data_from_image(open_image(paths[0]))
+    image = open_image(paths if len(paths) > 1 else paths[0])
+    _install_readout_on_current_viewer()
+    return layer_data_from_image(image)
+
+
+def _install_readout_on_current_viewer() -> None:
+    """Give the viewer the image opens in a cursor readout (d, 2θ, value)."""
+    try:
+        import napari
+
+        from napari_xrd._napari.readout import install_cursor_readout
+
+        viewer = napari.current_viewer()
+    except Exception:  # noqa: BLE001 - reading must work without a viewer
+        return
+    if viewer is not None:
+        install_cursor_readout(viewer)

@@ -9,69 +9,14 @@ data (linear/log ramp, inverted, gamma, percentile contrast) and resolution
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FloatSlider, FloatSpinBox, Label, PushButton
 
 from napari_xrd._napari.layers import colormap, find_xrd_image_layers, get_geometry, overlay_layers, set_geometry
-from napari_xrd.core.coords import napari_to_dials
+from napari_xrd._napari.readout import cursor_readout, format_readout, install_cursor_readout
 from napari_xrd.core.display import auto_contrast
 
-__all__ = ["GeometryPanel", "cursor_readout"]
-
-
-def cursor_readout(layer, world_position) -> dict | None:
-    """What napari-xrd shows for the pixel under the cursor.
-
-    Parameters
-    ----------
-    layer : napari Image layer
-    world_position : sequence of float
-        Cursor position in world coordinates (``viewer.cursor.position``).
-
-    Returns
-    -------
-    dict or None
-        ``fast``, ``slow`` (corner convention, px), ``value`` (raw), and,
-        with a geometry, ``d_spacing`` (Å), ``two_theta_deg``,
-        ``azimuth_deg``; None outside the image.
-    """
-    pos = np.asarray(layer.world_to_data(world_position), dtype=float)
-    rc = pos[-2:]
-    n_slow, n_fast = layer.data.shape[-2:]
-    idx = np.floor(rc + 0.5).astype(int)
-    if not (0 <= idx[0] < n_slow and 0 <= idx[1] < n_fast):
-        return None
-    fast, slow = napari_to_dials(rc)
-    lead = tuple(int(np.clip(np.floor(p + 0.5), 0, s - 1)) for p, s in zip(pos[:-2], layer.data.shape[:-2]))
-    value = layer.data[lead + (idx[0], idx[1])]
-    if hasattr(value, "compute"):
-        value = value.compute()
-    out = {"fast": float(fast), "slow": float(slow), "value": value.item() if hasattr(value, "item") else value}
-    geometry = get_geometry(layer)
-    if geometry is not None:
-        out["d_spacing"] = float(geometry.resolution_at(fast, slow))
-        out["two_theta_deg"] = math.degrees(geometry.two_theta_at(fast, slow))
-        out["azimuth_deg"] = math.degrees(geometry.azimuth_at(fast, slow))
-    pm = layer.metadata.get("pixel_mask")
-    if pm is not None and pm[idx[0], idx[1]]:
-        out["masked"] = int(pm[idx[0], idx[1]])
-    return out
-
-
-def format_readout(r: dict | None) -> str:
-    if r is None:
-        return ""
-    v = r["value"]
-    vs = f"{v:.6g}" if isinstance(v, float) else str(v)
-    text = f"x {r['fast']:.1f}  y {r['slow']:.1f}  I {vs}"
-    if "d_spacing" in r:
-        d = r["d_spacing"]
-        text += f"  d {'∞' if not math.isfinite(d) else f'{d:.2f}'} Å  2θ {r['two_theta_deg']:.2f}°"
-    if "masked" in r:
-        text += "  (masked)"
-    return text
+__all__ = ["GeometryPanel"]
 
 
 class GeometryPanel(Container):
@@ -113,6 +58,7 @@ class GeometryPanel(Container):
         napari_viewer.layers.events.inserted.connect(self._refresh_choices)
         napari_viewer.layers.events.removed.connect(self._refresh_choices)
         napari_viewer.mouse_move_callbacks.append(self._on_mouse_move)
+        install_cursor_readout(napari_viewer)
         self._update_summary()
 
     # --------------------------------------------------------------- layers
@@ -147,10 +93,7 @@ class GeometryPanel(Container):
         layer = self.layer
         if layer is None or layer not in viewer.layers:
             return
-        text = format_readout(cursor_readout(layer, viewer.cursor.position))
-        self._readout.value = text
-        viewer.text_overlay.text = text
-        viewer.text_overlay.visible = bool(text)
+        self._readout.value = format_readout(cursor_readout(layer, viewer.cursor.position))
 
     # ------------------------------------------------------------- display
     def _apply_colormap(self, *_):
