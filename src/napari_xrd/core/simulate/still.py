@@ -1,0 +1,303 @@
+"""Still-image diffraction geometry: which reflections diffract, where, how strongly, how big.
+
+Ewald construction (lab frame of :mod:`napari_xrd.core.geometry`, beam along
++z, no 2π): the incident wave vector is ``s0 = (0, 0, 1/λ)`` and a
+reciprocal-lattice point ``r = UB @ hkl`` diffracts when ``|s0 + r| = 1/λ``.
+Its excitation error is ``ε = |s0 + r| - 1/λ`` (Å⁻¹).
+
+Partiality
+    Mosaic spread (FWHM ``η``), bandpass (FWHM ``Δλ/λ``) and the size of the
+    mosaic domains give the reciprocal-lattice point a Gaussian thickness
+    across the Ewald sphere, ``σ_ε² = (|r| σ_η)² + (λ|r|²/2 · σ_bw)² +
+    (1/D_domain)²``; the partiality is ``exp(-ε² / 2σ_ε²)`` (1 for a point
+    on the sphere).  Reflections below ``min_partiality`` are dropped.
+Spot position
+    The mosaic block that diffracts has ``r`` rotated onto the sphere about
+    the axis normal to ``r`` and the beam, so the spot lies at the exact Bragg
+    angle ``2θ = 2 asin(λ|r|/2)`` and at the azimuth of ``r``,
+    ``φ = atan2(r_y, r_x)``; :meth:`DetectorGeometry.project` puts that ray on
+    the detector.
+Spot shape
+    A 2-D Gaussian whose covariance comes from angular spreads mapped through
+    the local Jacobian of the projection: azimuthal ``σ_φ² = σ_η² +
+    (σ_div / sin 2θ)²`` (mosaic blocks turning about the beam keep diffracting
+    and smear the spot tangentially, more so farther out and at longer
+    distance), radial ``σ_2θ² = (2 tanθ σ_bw)² + σ_div²`` (bandpass), plus an
+    isotropic ``σ_0`` in pixels (beam footprint and detector point spread).
+Intensity
+    ``photons = scale · I_hkl · partiality · L · P`` with the still Lorentz
+    factor ``L = 1 / sin 2θ`` (2θ floored at 2°) and the polarisation factor
+    ``P`` for a beam polarised along lab x by fraction ``f``:
+    ``P = f (1 - (k·x)²) + (1 - f)(1 - (k·y)²)`` for the unit ray ``k``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from napari_xrd.core.geometry import DetectorGeometry
+
+__all__ = [
+    "predict_reflections",
+    "polarization_factor",
+    "spot_covariance",
+    "render_spots",
+    "FWHM_TO_SIGMA",
+]
+
+FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
+
+
+def polarization_factor(k: np.ndarray, fraction: float = 0.99) -> np.ndarray:
+    """Polarisation factor for unit rays ``k`` (..., 3), beam polarised along lab x by ``fraction``."""
+    return fraction * (1.0 - k[..., 0] ** 2) + (1.0 - fraction) * (1.0 - k[..., 1] ** 2)
+
+
+def _excitation_sigma(r_len, wavelength, mosaicity_deg, bandpass, domain_size):
+    s_eta = math.radians(mosaicity_deg) * FWHM_TO_SIGMA
+    s_bw = bandpass * FWHM_TO_SIGMA
+    s_dom = 0.0 if not domain_size else 1.0 / domain_size
+    return np.sqrt((r_len * s_eta) ** 2 + (wavelength * r_len**2 / 2.0 * s_bw) ** 2 + s_dom**2 + 1e-12)
+
+
+def _ray(two_theta, azimuth):
+    st = np.sin(two_theta)
+    return np.stack([st * np.cos(azimuth), st * np.sin(azimuth), np.cos(two_theta)], axis=-1)
+
+
+def predict_reflections(
+    geometry: DetectorGeometry,
+    ub: np.ndarray,
+    *,
+    d_min: float,
+    mosaicity_deg: float = 0.1,
+    bandpass: float = 2e-4,
+    domain_size: float | None = None,
+    min_partiality: float = 1e-3,
+    margin_px: float = 8.0,
+) -> dict:
+    """Reflections near the Ewald sphere that land on the detector.
+
+    Enumerates lattice rows along the shortest reciprocal axis and solves
+    where each row crosses the shell ``1/λ ± n σ_ε``, so the cost grows with
+    the number of reflections near the sphere, not the whole lattice.
+
+    Parameters
+    ----------
+    geometry : DetectorGeometry
+    ub : (3, 3) ndarray
+        ``U @ B`` (Å⁻¹), integer hkl to lab-frame reciprocal vectors.
+    d_min : float
+        Resolution limit in Å.
+    mosaicity_deg, bandpass, domain_size, min_partiality
+        See the module docstring (mosaicity FWHM in degrees, bandpass FWHM
+        ``Δλ/λ``, domain size in Å).
+    margin_px : float
+        Keep spots whose centre is this far outside the image (their tails
+        still fall on it).
+
+    Returns
+    -------
+    dict of ndarrays, one row per reflection
+        ``hkl`` (n, 3) int, ``r`` (n, 3), ``d`` (Å), ``excitation_error``
+        (Å⁻¹), ``partiality``, ``two_theta``, ``azimuth`` (rad), ``ray``
+        (n, 3) unit vectors, ``fast``, ``slow`` (pixels, corner convention).
+    """
+    lam = geometry.wavelength
+    radius = 1.0 / lam
+    s0 = np.array([0.0, 0.0, radius])
+    ub = np.asarray(ub, dtype=float)
+    r_max = min(1.0 / d_min, 2.0 * radius * 0.9999)
+    real = np.linalg.inv(ub)  # rows: real-space axes (h_i = a_i . r)
+    limits = np.floor(np.linalg.norm(real, axis=1) * r_max).astype(int)
+    j = int(np.argmin(np.linalg.norm(ub, axis=0)))  # densest row direction
+    p_ax, q_ax = [i for i in range(3) if i != j]
+    delta = math.sqrt(-2.0 * math.log(min_partiality)) * float(
+        _excitation_sigma(r_max, lam, mosaicity_deg, bandpass, domain_size)
+    )
+
+    pp, qq = np.meshgrid(
+        np.arange(-limits[p_ax], limits[p_ax] + 1), np.arange(-limits[q_ax], limits[q_ax] + 1), indexing="ij"
+    )
+    pp, qq = pp.ravel(), qq.ravel()
+    w = ub[:, j]
+    origin = s0[None, :] + pp[:, None] * ub[:, p_ax] + qq[:, None] * ub[:, q_ax]
+    a = float(w @ w)
+    b = origin @ w
+    c = np.einsum("ij,ij->i", origin, origin)
+
+    def roots(rho):
+        disc = b * b - a * (c - rho * rho)
+        sq = np.sqrt(np.maximum(disc, 0.0))
+        return disc > 0, (-b - sq) / a, (-b + sq) / a
+
+    ok_o, lo_o, hi_o = roots(radius + delta)
+    ok_i, lo_i, hi_i = roots(max(radius - delta, 0.0))
+    # segments of the row inside the shell: [lo_o, lo_i] and [hi_i, hi_o] (or all of [lo_o, hi_o])
+    seg_lo = np.concatenate([lo_o, hi_i])
+    seg_hi = np.concatenate([np.where(ok_i, lo_i, hi_o), hi_o])
+    valid = np.concatenate([ok_o, ok_o & ok_i])
+    start = np.ceil(seg_lo).astype(np.int64)
+    count = np.where(valid, np.floor(seg_hi).astype(np.int64) - start + 1, 0).clip(min=0)
+    total = int(count.sum())
+    row = np.repeat(np.arange(len(count)), count)
+    offs = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    t = start[row] + offs
+    pair = row % len(pp)
+    hkl = np.empty((total, 3), dtype=np.int64)
+    hkl[:, p_ax] = pp[pair]
+    hkl[:, q_ax] = qq[pair]
+    hkl[:, j] = t
+
+    r = hkl @ ub.T
+    r_len = np.linalg.norm(r, axis=1)
+    keep = (r_len > 0) & (r_len <= r_max)
+    hkl, r, r_len = hkl[keep], r[keep], r_len[keep]
+    eps = np.linalg.norm(r + s0, axis=1) - radius
+    sig = _excitation_sigma(r_len, lam, mosaicity_deg, bandpass, domain_size)
+    part = np.exp(-0.5 * (eps / sig) ** 2)
+    keep = part >= min_partiality
+    hkl, r, r_len, eps, part = hkl[keep], r[keep], r_len[keep], eps[keep], part[keep]
+
+    two_theta = 2.0 * np.arcsin(np.clip(lam * r_len / 2.0, 0.0, 1.0))
+    azimuth = np.arctan2(r[:, 1], r[:, 0])
+    ray = _ray(two_theta, azimuth)
+    fs = geometry.project(ray)
+    n_slow, n_fast = geometry.shape
+    on = (
+        np.all(np.isfinite(fs), axis=1)
+        & (fs[:, 0] > -margin_px)
+        & (fs[:, 0] < n_fast + margin_px)
+        & (fs[:, 1] > -margin_px)
+        & (fs[:, 1] < n_slow + margin_px)
+    )
+    return {
+        "hkl": hkl[on],
+        "r": r[on],
+        "d": 1.0 / r_len[on],
+        "excitation_error": eps[on],
+        "partiality": part[on],
+        "two_theta": two_theta[on],
+        "azimuth": azimuth[on],
+        "ray": ray[on],
+        "fast": fs[on, 0],
+        "slow": fs[on, 1],
+    }
+
+
+def spot_covariance(
+    geometry: DetectorGeometry,
+    two_theta: np.ndarray,
+    azimuth: np.ndarray,
+    *,
+    mosaicity_deg: float,
+    bandpass: float,
+    divergence_deg: float = 0.02,
+    sigma0_px: float = 0.5,
+) -> np.ndarray:
+    """Covariance (pixels², fast/slow) of each spot's Gaussian profile.
+
+    Parameters
+    ----------
+    geometry : DetectorGeometry
+    two_theta, azimuth : (n,) ndarray
+        Bragg angle and azimuth of each spot, radians.
+    mosaicity_deg, bandpass, divergence_deg
+        FWHM of mosaic spread (degrees), of ``Δλ/λ`` and of the beam
+        divergence (degrees).
+    sigma0_px : float
+        Isotropic part (beam footprint, point spread), pixels.
+
+    Returns
+    -------
+    cov : (n, 2, 2) ndarray
+    """
+    tt = np.asarray(two_theta, float)
+    az = np.asarray(azimuth, float)
+    h = 1e-4
+    p0 = geometry.project(_ray(tt, az))
+    p_t = geometry.project(_ray(tt + h, az))
+    p_a = geometry.project(_ray(tt, az + h))
+    jac = np.stack([(p_t - p0) / h, (p_a - p0) / h], axis=-1)  # (n, 2 [fs], 2 [tt, az])
+    s_eta = math.radians(mosaicity_deg) * FWHM_TO_SIGMA
+    s_div = math.radians(divergence_deg) * FWHM_TO_SIGMA
+    s_bw = bandpass * FWHM_TO_SIGMA
+    var_tt = (2.0 * np.tan(tt / 2.0) * s_bw) ** 2 + s_div**2
+    var_az = s_eta**2 + (s_div / np.maximum(np.sin(tt), 1e-3)) ** 2
+    cov = np.einsum("nij,nj,nkj->nik", jac, np.stack([var_tt, var_az], axis=-1), jac)
+    cov[:, 0, 0] += sigma0_px**2
+    cov[:, 1, 1] += sigma0_px**2
+    return np.nan_to_num(cov, nan=sigma0_px**2)
+
+
+_HALF_WIDTHS = np.array([1, 2, 3, 4, 6, 8, 11, 16, 24])
+
+
+def render_spots(
+    shape: tuple[int, int],
+    fast: np.ndarray,
+    slow: np.ndarray,
+    cov: np.ndarray,
+    *,
+    n_sigma: float = 3.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaussian spot stamps: each spot's profile sampled at pixel centres, summing to 1.
+
+    Only pixels within ``n_sigma`` (capped at 24 px) of a spot's centre are
+    computed; spots are grouped by stamp size so the work is vectorised.
+    The stamps are normalised before clipping at the image border, so a
+    spot half off the detector keeps half its photons.
+
+    Parameters
+    ----------
+    shape : (n_slow, n_fast)
+    fast, slow : (n,) ndarray
+        Spot centres, pixels, corner convention.
+    cov : (n, 2, 2) ndarray
+        Profile covariance (pixels²), see :func:`spot_covariance`.
+
+    Returns
+    -------
+    spot : (m,) int ndarray
+        Spot index of each stamp pixel.
+    flat_index : (m,) int ndarray
+        ``slow * n_fast + fast`` index of the pixel in the image.
+    weight : (m,) float ndarray
+        Fraction of the spot's photons in that pixel.
+    """
+    n_slow, n_fast = shape
+    fast = np.asarray(fast, float)
+    slow = np.asarray(slow, float)
+    n = len(fast)
+    if n == 0:
+        e = np.empty(0, dtype=np.int64)
+        return e, e, np.empty(0)
+    det = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] ** 2
+    inv = np.stack([cov[:, 1, 1], -cov[:, 0, 1], cov[:, 0, 0]], axis=-1) / det[:, None]
+    extent = n_sigma * np.sqrt(np.maximum(cov[:, 0, 0], cov[:, 1, 1]))
+    bucket = np.searchsorted(_HALF_WIDTHS, np.ceil(extent)).clip(max=len(_HALF_WIDTHS) - 1)
+    cx = fast - 0.5  # array-index coordinates (pixel centres on integers)
+    cy = slow - 0.5
+    ix0 = np.rint(cx).astype(np.int64)
+    iy0 = np.rint(cy).astype(np.int64)
+    out_s, out_i, out_w = [], [], []
+    for b in np.unique(bucket):
+        sel = np.flatnonzero(bucket == b)
+        hw = int(_HALF_WIDTHS[b])
+        o = np.arange(-hw, hw + 1)
+        ox, oy = np.meshgrid(o, o)
+        ox, oy = ox.ravel()[None, :], oy.ravel()[None, :]
+        px = ix0[sel, None] + ox
+        py = iy0[sel, None] + oy
+        dx = px - cx[sel, None]
+        dy = py - cy[sel, None]
+        q = inv[sel, 0, None] * dx * dx + 2 * inv[sel, 1, None] * dx * dy + inv[sel, 2, None] * dy * dy
+        w = np.exp(-0.5 * q)
+        w /= w.sum(axis=1, keepdims=True)
+        inside = (px >= 0) & (px < n_fast) & (py >= 0) & (py < n_slow) & (w > 1e-7)
+        out_s.append(np.broadcast_to(sel[:, None], w.shape)[inside])
+        out_i.append((py * n_fast + px)[inside])
+        out_w.append(w[inside])
+    return np.concatenate(out_s), np.concatenate(out_i), np.concatenate(out_w)
