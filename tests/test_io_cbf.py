@@ -38,7 +38,7 @@ def small_frame(seed=0, shape=(40, 50)):
     data = rng.poisson(5.0, shape).astype(np.int32)
     data[:, 20] = -1  # a module gap column
     data[7, 3] = -2  # a bad pixel
-    data[30, 40] = 1500  # above Count_cutoff
+    data[-10, -10] = 1500  # above Count_cutoff
     return data
 
 

@@ -112,6 +112,6 @@ def read_tiff(path) -> DiffractionImage:
                 data = series.asarray()
     except (tifffile.TiffFileError, OSError, ValueError, IndexError) as exc:
         raise ImageReadError(path, f"cannot read TIFF ({exc})") from None
-    if axes.endswith(("S", "C")) and shape[-1] in (3, 4):
+    if "S" in axes or (axes.endswith("C") and shape[-1] in (3, 4)):
         raise ImageReadError(path, f"colour image (shape {tuple(shape)}, axes {axes}), not a detector frame")
     return _plain(data, path, "tiff", {"tiff_axes": axes})
