@@ -1,0 +1,81 @@
+"""The npe2 reader and the demo viewer, through napari itself."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from napari_xrd._napari.reader import get_reader
+
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data" / "adsc_q4_lysozyme_2002.img.bz2"
+
+
+def test_get_reader_declines_what_it_cannot_read(tmp_path):
+    junk = tmp_path / "notes.txt"
+    junk.write_text("hello")
+    empty = tmp_path / "empty.cbf"
+    empty.write_bytes(b"")
+    assert get_reader(str(junk)) is None
+    assert get_reader(str(tmp_path / "missing.cbf")) is None
+    # a claimed extension with garbage inside is either declined or fails loudly at read time, never here
+    reader = get_reader(str(empty))
+    if reader is not None:
+        with pytest.raises(ValueError, match="empty.cbf"):
+            reader(str(empty))
+
+
+@pytest.mark.realdata
+def test_reader_returns_layers_for_the_real_adsc_frame():
+    reader = get_reader(str(SAMPLE))
+    assert reader is not None
+    tuples = reader(str(SAMPLE))
+    data, kw, kind = tuples[0]
+    assert kind == "image" and data.shape == (2304, 2304)
+    g = kw["metadata"]["geometry"]
+    assert g.beam_center == pytest.approx((1160.5, 1216.9), abs=0.05)
+    assert g.distance == 250.0 and g.wavelength == 1.0
+    overlay_kinds = {t[1]["metadata"]["xrd_overlay"] for t in tuples[1:]}
+    assert {"mask", "rings", "ring_labels", "beam_center"} <= overlay_kinds
+
+
+@pytest.mark.gui
+@pytest.mark.realdata
+def test_napari_opens_the_real_frame_with_the_plugin(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.open(str(SAMPLE), plugin="napari-xrd")
+    names = [ly.name for ly in viewer.layers]
+    assert "adsc_q4_lysozyme_2002.img" in names
+    image = viewer.layers["adsc_q4_lysozyme_2002.img"]
+    lo, hi = image.contrast_limits
+    valid = image.metadata["pixel_mask"] == 0
+    # percentile limits: most valid pixels lie inside them
+    inside = np.mean((image.data[valid] >= lo) & (image.data[valid] <= hi))
+    assert 0.95 < inside < 1.0
+    assert any(n.endswith("mask") for n in names) and any(n.endswith("rings") for n in names)
+
+
+@pytest.mark.gui
+@pytest.mark.realdata
+def test_demo_viewer_docks_the_widgets(make_napari_viewer, monkeypatch):
+    import napari
+
+    from napari_xrd.cli import view
+
+    # open_viewer makes its own Viewer: hand it the fixture's (which cleans up)
+    viewer = make_napari_viewer()
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: viewer)
+    v = view.open_viewer(sample="adsc_lysozyme", show=False)
+    assert v is viewer
+    assert viewer.layers.selection.active.name == "adsc_q4_lysozyme_2002.img"
+    docked = [k for k in viewer.window.dock_widgets]
+    assert any("Geometry" in k for k in docked)
+
+
+def test_cli_parses_view_and_demo():
+    from napari_xrd.cli import build_parser
+
+    p = build_parser()
+    a = p.parse_args(["demo", "--screenshot", "x.png", "--sample", "simulated"])
+    assert a.sample == "simulated" and a.screenshot == "x.png"
+    a = p.parse_args(["view", "a.cbf", "b.cbf", "--stack"])
+    assert a.files == ["a.cbf", "b.cbf"] and a.stack
