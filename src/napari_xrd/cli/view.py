@@ -90,11 +90,29 @@ def _screenshot_and_close(viewer, path) -> None:
     for _ in range(20):
         QApplication.processEvents()
     viewer.reset_view()
+    _show_readout_example(viewer)
     for _ in range(5):
         QApplication.processEvents()
     viewer.screenshot(path, canvas_only=False, flash=False)
     print(f"screenshot written to {path}")
     viewer.close()
+
+
+def _show_readout_example(viewer) -> None:
+    """Put the cursor readout on screen (a screenshot has no mouse): a pixel
+    two thirds of the way from the beam centre to the image edge."""
+    from napari_xrd._napari.layers import get_geometry
+    from napari_xrd._napari.readout import _update_overlay, readout_layer
+    from napari_xrd.core.coords import dials_to_napari
+
+    layer = readout_layer(viewer)
+    g = get_geometry(layer) if layer is not None else None
+    if g is None:
+        return
+    bf, bs = g.beam_center
+    rc = dials_to_napari([bf + (g.shape[1] - bf) * 0.66, bs * 0.6])
+    viewer.cursor.position = tuple(layer.data_to_world(list(viewer.dims.point[:-2]) + list(rc)))
+    _update_overlay(viewer)
 
 
 def _run(files=(), stack=False, sample=None, screenshot=None) -> int:
