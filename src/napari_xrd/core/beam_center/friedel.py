@@ -1,0 +1,209 @@
+"""Beam centre from the centrosymmetry of the diffraction pattern.
+
+Friedel's law makes a diffraction pattern (nearly) symmetric under the point
+reflection through the beam centre: rings, diffuse scatter and the
+low-resolution Bragg spots reappear at ``2c - x``.  The centre is found by
+maximising the masked, normalised correlation of the image with its point
+reflection.  For an image ``P`` (zero where invalid) and validity ``M``,
+
+    score(s) = Σ_x P(x) P(s - x) / Σ_x P(x)² M(s - x)
+
+is a convolution, computed for every ``s`` at once with FFTs; its maximum is
+at ``s = 2c``.  Coarse-to-fine: the whole (binned) image first, then a crop
+about the coarse centre at full resolution, each refined to sub-pixel by a
+quadratic fit to the score peak.
+
+On a tilted detector the projected pattern is not exactly centrosymmetric;
+the symmetry centre of a ring lies ``≈ D tan²(2θ) tan(τ)`` from the beam
+centre, so this estimator is used for the centre only and the ring fit
+(:mod:`.rings`) supplies tilt and the final centre where rings exist.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_xrd.core.beam_center._common import block_mean, check_image
+
+__all__ = ["centrosymmetry_center", "symmetry_score_map"]
+
+
+def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
+    """Band-passed log image: minus its masked Gaussian blur ``sigma``, lightly
+    smoothed by ``smooth``; 0 where invalid, tails compressed."""
+    from scipy.ndimage import gaussian_filter
+
+    x = np.where(valid, np.log1p(np.clip(data, 0, None)), 0.0).astype(np.float32)
+    w = valid.astype(np.float32)
+
+    def masked_blur(a, s):
+        num = gaussian_filter(a, s, mode="constant")
+        den = gaussian_filter(w, s, mode="constant")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
+
+    hi = masked_blur(x, smooth) if smooth > 0 else x
+    p = np.where(valid, hi - masked_blur(x, sigma), 0.0)
+    # spots dominate a raw high-pass; compress the tails so rings count too
+    scale = np.percentile(np.abs(p[valid]), 99) if valid.any() else 1.0
+    return np.clip(p, -scale, scale).astype(np.float32)
+
+
+def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Beamstop shadow and other dark regions: far below the local level."""
+    from scipy.ndimage import binary_dilation, median_filter, zoom
+
+    h, w = data.shape
+    f = max(1, int(max(h, w) // 64))
+    small, ok = block_mean(data, valid=valid, factor=f)
+    level = median_filter(np.where(ok, small, np.nan), size=9, mode="nearest")
+    level = np.where(np.isfinite(level), level, np.nanmedian(small[ok]) if ok.any() else 0)
+    thr = zoom(level, (h / level.shape[0], w / level.shape[1]), order=1)
+    thr = np.pad(thr, ((0, max(0, h - thr.shape[0])), (0, max(0, w - thr.shape[1]))), mode="edge")[:h, :w]
+    dark = valid & (data < 0.25 * thr)
+    from scipy.ndimage import uniform_filter
+
+    frac = uniform_filter(dark.astype(np.float32), 5)
+    return binary_dilation(frac > 0.6, iterations=2)
+
+
+def symmetry_score_map(p: np.ndarray, valid: np.ndarray, *, min_overlap: float = 0.2) -> np.ndarray:
+    """Normalised point-reflection correlation for every ``s = 2c``.
+
+    Parameters
+    ----------
+    p : (h, w) float ndarray
+        Zero-mean-ish image, 0 where invalid.
+    valid : (h, w) bool ndarray
+
+    Returns
+    -------
+    score : (2h - 1, 2w - 1) float ndarray
+        ``score[i, j]`` for centre (array index) ``(i / 2, j / 2)``; NaN where
+        the image and its reflection overlap in less than ``min_overlap`` of
+        the valid pixels.
+    """
+    from scipy.fft import irfft2, next_fast_len, rfft2
+
+    h, w = p.shape
+    shape = (next_fast_len(2 * h - 1, real=True), next_fast_len(2 * w - 1, real=True))
+    m = valid.astype(np.float32)
+    fp = rfft2(p, shape)
+    fm = rfft2(m, shape)
+    fp2 = rfft2(p * p, shape)
+    num = irfft2(fp * fp, shape)[: 2 * h - 1, : 2 * w - 1]
+    den = irfft2(fp2 * fm, shape)[: 2 * h - 1, : 2 * w - 1]
+    overlap = irfft2(fm * fm, shape)[: 2 * h - 1, : 2 * w - 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = num / den
+    score[(overlap < min_overlap * m.sum()) | (den <= 0)] = np.nan
+    return score
+
+
+def _peak(score: np.ndarray, near=None, radius=None) -> tuple[float, float, float]:
+    """Sub-pixel maximum (row, col, value) of a score map by a 3x3 quadratic fit."""
+    s = np.where(np.isfinite(score), score, -np.inf)
+    if near is not None:
+        rr, cc = np.ogrid[: s.shape[0], : s.shape[1]]
+        s = np.where((rr - near[0]) ** 2 + (cc - near[1]) ** 2 <= radius**2, s, -np.inf)
+    i, j = np.unravel_index(np.argmax(s), s.shape)
+    val = float(s[i, j])
+    di = dj = 0.0
+    if 0 < i < s.shape[0] - 1 and 0 < j < s.shape[1] - 1:
+        blk = s[i - 1 : i + 2, j - 1 : j + 2]
+        if np.all(np.isfinite(blk)):
+            # least-squares quadratic surface on the 3x3 block
+            y, x = np.mgrid[-1:2, -1:2]
+            a = np.stack([np.ones(9), x.ravel(), y.ravel(), x.ravel() ** 2, y.ravel() ** 2, (x * y).ravel()], 1)
+            c = np.linalg.lstsq(a, blk.ravel(), rcond=None)[0]
+            hess = np.array([[2 * c[4], c[5]], [c[5], 2 * c[3]]])
+            grad = np.array([c[2], c[1]])
+            if np.all(np.linalg.eigvalsh(hess) < 0):
+                d = -np.linalg.solve(hess, grad)
+                if np.all(np.abs(d) <= 1.0):
+                    di, dj = float(d[0]), float(d[1])
+    return i + di, j + dj, val
+
+
+def centrosymmetry_center(
+    image: np.ndarray,
+    *,
+    pixel_mask: np.ndarray | None = None,
+    start: tuple[float, float] | None = None,
+    coarse_size: int = 384,
+    fine_half_width: int = 320,
+    search_radius_px: float | None = None,
+) -> tuple[tuple[float, float], dict]:
+    """Beam centre as the centre of point symmetry of the image.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        One frame (counts); negative values are treated as masked.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        Non-zero where a pixel is not a measurement.
+    start : (float, float), optional
+        ``(fast, slow)`` guess; with ``search_radius_px`` it limits the coarse
+        search.  Without it the whole image is searched.
+    coarse_size : int
+        Long side of the binned image for the coarse search.
+    fine_half_width : int
+        Half size in full-resolution pixels of the crop for the fine search.
+    search_radius_px : float, optional
+        Coarse search radius about ``start`` in full-resolution pixels.
+
+    Returns
+    -------
+    beam_center : (float, float)
+        ``(fast, slow)`` in pixels, corner convention.
+    details : dict
+        ``score`` (normalised correlation at the optimum, 1 = perfectly
+        symmetric), ``coarse`` centre, ``sharpness`` (peak curvature) and
+        ``uncertainty_px`` (half-width of the score peak over its contrast).
+    """
+    data, valid = check_image(image, pixel_mask)
+    n_slow, n_fast = data.shape
+    valid = valid & ~_shadow(data, valid)
+    # ---- coarse: whole binned image
+    f = max(1, int(np.ceil(max(n_slow, n_fast) / coarse_size)))
+    small, ok = block_mean(data, valid=valid, factor=f)
+    p = _highpass(small, ok, sigma=12.0, smooth=1.0)
+    score = symmetry_score_map(p, ok)
+    near = rad = None
+    if start is not None and search_radius_px is not None:
+        near = (2 * (start[1] / f - 0.5), 2 * (start[0] / f - 0.5))
+        rad = 2 * search_radius_px / f
+    i, j, coarse_val = _peak(score, near, rad)
+    coarse = ((j / 2 + 0.5) * f, (i / 2 + 0.5) * f)  # binned index -> full corner coords
+    # ---- fine: full-resolution crop centred on the coarse centre
+    hw = int(min(fine_half_width, max(n_slow, n_fast) // 2))
+    c_col = int(round(coarse[0] - 0.5))
+    c_row = int(round(coarse[1] - 0.5))
+    r0, r1 = max(0, c_row - hw), min(n_slow, c_row + hw + 1)
+    q0, q1 = max(0, c_col - hw), min(n_fast, c_col + hw + 1)
+    crop, cvalid = data[r0:r1, q0:q1], valid[r0:r1, q0:q1]
+    result = coarse
+    sharp = float("nan")
+    fine_val = coarse_val
+    if cvalid.sum() > 1000:
+        pf = _highpass(crop, cvalid, sigma=4.0)
+        fs = symmetry_score_map(pf, cvalid, min_overlap=0.1)
+        near_f = (2 * (c_row - r0), 2 * (c_col - q0))
+        fi, fj, fine_val = _peak(fs, near_f, 2.5 * f + 4)
+        if np.isfinite(fine_val):
+            result = (q0 + fj / 2 + 0.5, r0 + fi / 2 + 0.5)
+            ii, jj = int(round(fi)), int(round(fj))
+            blk = fs[max(ii - 6, 0) : ii + 7, max(jj - 6, 0) : jj + 7]
+            base = np.nanmedian(blk)
+            sharp = float(fine_val - base)
+    # peak width in s is ~ the feature size; in c it is half that
+    unc = 0.5 if np.isfinite(sharp) and sharp > 0.05 else 2.0 * f
+    details = {
+        "coarse": [float(coarse[0]), float(coarse[1])],
+        "score": float(fine_val),
+        "coarse_score": float(coarse_val),
+        "sharpness": sharp,
+        "uncertainty_px": float(unc),
+        "bin_factor": f,
+    }
+    return (float(result[0]), float(result[1])), details

@@ -1,0 +1,1 @@
+"""Training loops and training-data generators for napari-xrd models."""
