@@ -135,3 +135,15 @@ def test_cbf_corrupt_gzip_is_a_clear_error(tmp_path):
     bad.write_bytes(packed[: len(packed) // 2])
     with pytest.raises(ImageReadError, match="bad.cbf.gz"):
         open_image(bad)
+
+
+@pytest.mark.parametrize("with_gaps", [False, True])
+def test_fast_marker_mask_equals_mask_from_values(with_gaps):
+    from napari_xrd.core.io.cbf import _marker_mask
+    from napari_xrd.core.masks import mask_from_values
+
+    rng = np.random.default_rng(4)
+    image = rng.integers(-4, 3, (300, 77)).astype(np.int32)  # 300 rows: blocks of 128 + a rest
+    gaps = (rng.random(image.shape) < 0.1).astype(np.uint32) * GAP if with_gaps else None
+    expected = mask_from_values(image) | (0 if gaps is None else gaps)
+    np.testing.assert_array_equal(_marker_mask(image, gaps), expected)
