@@ -1,0 +1,342 @@
+"""Physics of the simulator, checked against independent calculations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_xrd.core.geometry import DetectorGeometry
+from napari_xrd.core.simulate import (
+    SPOT_DTYPE,
+    Crystal,
+    common_crystal,
+    random_orientation,
+    random_still,
+    simulate_from_params,
+    simulate_still,
+)
+
+QUIET = dict(style="flat", flat_photons=0.0, beamstop=False, noise=False, marker_values=False)
+
+
+def _reciprocal_basis_gemmi(cell):
+    """a*, b*, c* as columns, from gemmi's fractionalisation matrix (independent of the simulator)."""
+    import gemmi
+
+    uc = gemmi.UnitCell(*cell)
+    return np.array(uc.frac.mat.tolist()).T
+
+
+def _lab_point(fast, slow, *, pixel, distance, bc, pitch, yaw):
+    """Lab position of a detector point, written out from the documented convention R = Rx(pitch) Ry(yaw)."""
+    p, y = math.radians(pitch), math.radians(yaw)
+    rx = np.array([[1, 0, 0], [0, math.cos(p), -math.sin(p)], [0, math.sin(p), math.cos(p)]])
+    ry = np.array([[math.cos(y), 0, math.sin(y)], [0, 1, 0], [-math.sin(y), 0, math.cos(y)]])
+    r = rx @ ry
+    u = (np.asarray(fast) - bc[0]) * pixel
+    v = (np.asarray(slow) - bc[1]) * pixel
+    return np.stack([r[0, 0] * u + r[0, 1] * v, r[1, 0] * u + r[1, 1] * v, distance + r[2, 0] * u + r[2, 1] * v], -1)
+
+
+def _centroids(image, fast, slow, half=6):
+    out = []
+    for f, s in zip(fast, slow):
+        j0, i0 = int(f), int(s)
+        win = image[i0 - half : i0 + half + 1, j0 - half : j0 + half + 1].astype(float)
+        jj, ii = np.meshgrid(np.arange(j0 - half, j0 + half + 1) + 0.5, np.arange(i0 - half, i0 + half + 1) + 0.5)
+        out.append(((win * jj).sum() / win.sum(), (win * ii).sum() / win.sum()))
+    return np.array(out)
+
+
+@pytest.fixture(scope="module")
+def tilted_still():
+    geom = DetectorGeometry((256, 256), 0.172, 90.0, (121.3, 140.8), 1.0, pitch=2.5, yaw=-1.7)
+    crystal = common_crystal("lysozyme", orientation=random_orientation(np.random.default_rng(4)))
+    still = simulate_still(geom, crystal, seed=1, d_min=1.6, mosaicity_deg=0.3, bandpass=1e-4,
+                           spot_sigma_mm=0.1, psf_px=0.5, intensity_scale=1e4, **QUIET)
+    return geom, crystal, still
+
+
+def test_spot_centroids_match_bragg_ewald_prediction(tilted_still):
+    geom, crystal, still = tilted_still
+    spots = still.spots
+    hkl = np.stack([spots["h"], spots["k"], spots["l"]], axis=1)
+    # analytic prediction: r = U B h with B from gemmi, Bragg angle and azimuth of r, projected
+    r = hkl @ (crystal.orientation @ _reciprocal_basis_gemmi(crystal.cell)).T
+    rl = np.linalg.norm(r, axis=1)
+    tt = 2 * np.arcsin(geom.wavelength * rl / 2)
+    az = np.arctan2(r[:, 1], r[:, 0])
+    pred = geom.project(np.stack([np.sin(tt) * np.cos(az), np.sin(tt) * np.sin(az), np.cos(tt)], -1))
+    np.testing.assert_allclose(np.stack([spots["fast"], spots["slow"]], 1), pred, atol=1e-6)
+    np.testing.assert_allclose(spots["d"], 1 / rl, rtol=1e-9)
+
+    # measured centroids of isolated, well-inside, non-trivial spots on the noise-free image
+    pos = pred
+    dist = np.hypot(pos[:, None, 0] - pos[None, :, 0], pos[:, None, 1] - pos[None, :, 1])
+    np.fill_diagonal(dist, np.inf)
+    iso = (
+        (dist.min(axis=1) > 14)
+        & (spots["photons"] > 50)
+        & (pos[:, 0] > 10) & (pos[:, 0] < 246) & (pos[:, 1] > 10) & (pos[:, 1] < 246)
+    )
+    assert iso.sum() >= 12, "test needs enough isolated spots"
+    c = _centroids(still.image, pos[iso, 0], pos[iso, 1])
+    err = np.hypot(*(c - pos[iso]).T)
+    assert err.max() < 0.1, err.max()
+
+
+def test_spot_photons_follow_intensity_partiality_and_lp(tilted_still):
+    geom, crystal, still = tilted_still
+    s = still.spots
+    hkl = np.stack([s["h"], s["k"], s["l"]], axis=1)
+    np.testing.assert_allclose(s["intensity"], crystal.intensities(hkl))
+    np.testing.assert_allclose(s["photons"], 1e4 * s["intensity"] * s["partiality"] * s["lp"], rtol=1e-9)
+    assert np.all((s["partiality"] > 0) & (s["partiality"] <= 1))
+    # the image holds the photons of spots that fall fully on it
+    inside = (s["fast"] > 15) & (s["fast"] < 241) & (s["slow"] > 15) & (s["slow"] < 241)
+    assert still.image.sum() == pytest.approx(s["photons"].sum(), rel=0.05)
+    assert inside.any()
+
+
+def test_spot_size_grows_with_mosaicity_and_distance():
+    crystal = common_crystal("lysozyme", orientation=random_orientation(np.random.default_rng(2)))
+
+    def sizes(distance, mosaicity):
+        g = DetectorGeometry((256, 256), 0.172, distance, (128, 128), 1.0)
+        st = simulate_still(g, crystal, d_min=3.0, mosaicity_deg=mosaicity, **QUIET)
+        return {(h, k, l): m for h, k, l, m in zip(st.spots["h"], st.spots["k"], st.spots["l"], st.spots["sigma_major"])}
+
+    def ratio(a, b):
+        common = sorted(set(a) & set(b))
+        assert len(common) >= 10
+        return np.median([a[key] / b[key] for key in common])
+
+    assert ratio(sizes(100, 1.0), sizes(100, 0.1)) > 1.5  # same spots, more mosaic spread
+    assert ratio(sizes(200, 1.0), sizes(100, 1.0)) > 1.3  # same spots, farther detector
+
+
+def test_ring_radius_matches_d_spacing_on_tilted_detector():
+    pixel, distance, bc, pitch, yaw = 0.172, 50.0, (140.2, 117.6), -2.8, 2.2
+    geom = DetectorGeometry((256, 256), pixel, distance, bc, 1.0, pitch=pitch, yaw=yaw)
+    crystal = common_crystal("lysozyme")
+    ice = {"photons": 100.0, "sigma_s": 0.004, "spotty": False, "n_grains": 0, "seed": 0}
+    still = simulate_still(geom, crystal, intensity_scale=0.0, anomalies={"ice_ring": ice}, **QUIET)
+    img = still.image.astype(float)
+    # ring peak along rays from the beam centre, located by a parabola through the maximum
+    from scipy.ndimage import map_coordinates
+
+    d_found = []
+    for phi in np.linspace(0, 2 * np.pi, 24, endpoint=False):
+        rad = np.arange(20, 120, 0.25)
+        f = bc[0] + rad * np.cos(phi)
+        s = bc[1] + rad * np.sin(phi)
+        ok = (f > 1) & (f < 255) & (s > 1) & (s < 255)
+        prof = map_coordinates(img, [s[ok] - 0.5, f[ok] - 0.5], order=3)
+        # the 3.895 Å ring is the innermost, search up to the 3.669 Å one
+        two_theta_here = np.arctan2(np.hypot(*_lab_point(f[ok], s[ok], pixel=pixel, distance=distance, bc=bc,
+                                                          pitch=pitch, yaw=yaw)[:, :2].T),
+                                    _lab_point(f[ok], s[ok], pixel=pixel, distance=distance, bc=bc,
+                                               pitch=pitch, yaw=yaw)[:, 2])
+        d_here = 1.0 / (2 * np.sin(two_theta_here / 2))
+        band = (d_here < 3.8) | (d_here > 4.0)
+        prof = np.where(band, -np.inf, prof)
+        k = int(np.argmax(prof))
+        if not np.isfinite(prof[k]) or k == 0 or k == len(prof) - 1:
+            continue
+        a, b, c = prof[k - 1], prof[k], prof[k + 1]
+        off = 0.5 * (a - c) / (a - 2 * b + c)
+        rr = rad[ok][k] + off * 0.25
+        p = _lab_point(bc[0] + rr * np.cos(phi), bc[1] + rr * np.sin(phi), pixel=pixel, distance=distance, bc=bc,
+                       pitch=pitch, yaw=yaw)
+        tt = math.atan2(math.hypot(p[0], p[1]), p[2])
+        d_found.append(1.0 / (2 * math.sin(tt / 2)))
+    assert len(d_found) >= 12
+    np.testing.assert_allclose(d_found, 3.895, atol=0.006)  # each ray (ring sigma is 0.06 Å here)
+    assert np.mean(d_found) == pytest.approx(3.895, abs=0.0015)
+
+
+def test_friedel_mates_diffract_to_opposite_azimuths_with_equal_intensity():
+    geom = DetectorGeometry((256, 256), 0.172, 150.0, (128.4, 127.7), 1.0, pitch=1.5, yaw=2.0)
+    crystal = Crystal((120.0, 130.0, 140.0, 90, 90, 90), "P 21 21 21", random_orientation(np.random.default_rng(0)))
+    still = simulate_still(geom, crystal, d_min=6.0, mosaicity_deg=1.0, **QUIET)
+    s = still.spots
+    index = {(h, k, l): i for i, (h, k, l) in enumerate(zip(s["h"], s["k"], s["l"]))}
+    pairs = [(i, index[(-h, -k, -l)]) for (h, k, l), i in index.items() if (-h, -k, -l) in index and h >= 0]
+    assert len(pairs) >= 4
+    i, j = np.array(pairs).T
+    tt_i = geom.two_theta_at(s["fast"][i], s["slow"][i])
+    tt_j = geom.two_theta_at(s["fast"][j], s["slow"][j])
+    np.testing.assert_allclose(tt_i, tt_j, atol=1e-9)
+    daz = np.angle(np.exp(1j * (geom.azimuth_at(s["fast"][i], s["slow"][i]) - geom.azimuth_at(s["fast"][j], s["slow"][j]))))
+    np.testing.assert_allclose(np.abs(daz), np.pi, atol=1e-9)
+    np.testing.assert_allclose(s["intensity"][i], s["intensity"][j])
+    # on an untilted detector the mates are point-symmetric about the beam centre
+    flat = simulate_still(geom.replace(pitch=0.0, yaw=0.0), crystal, d_min=6.0, mosaicity_deg=1.0, **QUIET).spots
+    idx = {(h, k, l): n for n, (h, k, l) in enumerate(zip(flat["h"], flat["k"], flat["l"]))}
+    sym = [(idx[key], idx[tuple(-np.array(key))]) for key in idx if tuple(-np.array(key)) in idx]
+    assert sym
+    a, b = np.array(sym).T
+    np.testing.assert_allclose(flat["fast"][a] + flat["fast"][b], 2 * 128.4, atol=1e-6)
+    np.testing.assert_allclose(flat["slow"][a] + flat["slow"][b], 2 * 127.7, atol=1e-6)
+
+
+def _all_hkl(crystal, d_min, d_max):
+    n = 40
+    g = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    d = crystal.d_spacing(g)
+    return g[(d >= d_min) & (d < d_max)]
+
+
+def test_wilson_statistics_acentric_and_centric():
+    crystal = Crystal((60.0, 70.0, 80.0, 90, 90, 90), "P 21 21 21", wilson_b=30.0, structure_seed=11)
+    hkl = _all_hkl(crystal, 2.6, 3.2)
+    # keep one of each Friedel pair (mates are identical by construction)
+    hkl = hkl[(hkl[:, 0] > 0) | ((hkl[:, 0] == 0) & ((hkl[:, 1] > 0) | ((hkl[:, 1] == 0) & (hkl[:, 2] > 0))))]
+    inten = crystal.intensities(hkl)
+    d = crystal.d_spacing(hkl)
+    z = inten / np.exp(-30.0 / (2 * d * d))  # normalised: epsilon = 1 for general reflections
+    zeros = np.sum(hkl == 0, axis=1)
+    general = zeros == 0
+    # general reflections of P212121 are acentric: <I^2>/<I>^2 = 2, exponential distribution
+    za = z[general]
+    assert len(za) > 3000
+    assert np.mean(za) == pytest.approx(1.0, abs=0.06)
+    assert np.mean(za**2) / np.mean(za) ** 2 == pytest.approx(2.0, abs=0.2)
+    assert np.mean(za < 1.0) == pytest.approx(1 - np.exp(-1), abs=0.03)  # exponential CDF at 1
+    # zone reflections (one index 0, not absent) are centric: <I^2>/<I>^2 = 3
+    zone = (zeros == 1) & (inten > 0)
+    zc = z[zone]
+    assert len(zc) > 300
+    assert np.mean(zc**2) / np.mean(zc) ** 2 == pytest.approx(3.0, abs=0.6)
+
+
+def test_wilson_falloff_follows_b_factor():
+    crystal = Crystal((70.0, 70.0, 70.0, 90, 90, 90), "P 1", wilson_b=40.0, structure_seed=3)
+    hkl = _all_hkl(crystal, 1.8, 12.0)
+    inten = crystal.intensities(hkl)
+    inv_d2 = 1 / crystal.d_spacing(hkl) ** 2
+    edges = np.quantile(inv_d2, np.linspace(0, 1, 11))
+    x, y = [], []
+    for a, b in zip(edges[:-1], edges[1:]):
+        sel = (inv_d2 >= a) & (inv_d2 < b)
+        x.append(inv_d2[sel].mean())
+        y.append(np.log(inten[sel].mean()))
+    slope = np.polyfit(x, y, 1)[0]
+    assert slope == pytest.approx(-40.0 / 2, rel=0.08)
+
+
+def test_symmetry_mates_share_intensity_and_absences_vanish():
+    c = common_crystal("lysozyme", structure_seed=5)
+    h = np.array([[3, 5, 7], [5, 3, -7], [-3, 5, -7], [-5, -3, 7], [-3, -5, -7]])
+    i = c.intensities(h)
+    np.testing.assert_allclose(i, i[0], rtol=1e-12)
+    assert i[0] > 0
+    absent = c.intensities(np.array([[0, 0, 1], [0, 0, 2], [0, 0, 3], [1, 0, 0], [3, 0, 0]]))
+    present = c.intensities(np.array([[0, 0, 4], [0, 0, 8], [2, 0, 0]]))
+    assert np.all(absent == 0) and np.all(present > 0)
+    centred = Crystal((78, 78, 78, 90, 90, 90), "I 21 3")
+    assert centred.intensities(np.array([[1, 2, 4]]))[0] == 0  # h+k+l odd
+    assert centred.intensities(np.array([[1, 2, 3]]))[0] > 0
+
+
+def test_given_structure_factors_are_used():
+    hkl = np.array([[1, 2, 3], [2, 0, 0]])
+    c = Crystal((50, 60, 70, 90, 90, 90), "P 21 21 21", structure_factors=(hkl, np.array([3.0, 5.0])))
+    out = c.intensities(np.array([[1, 2, 3], [-1, 2, -3], [2, 0, 0], [4, 4, 4]]))
+    np.testing.assert_allclose(out, [9.0, 9.0, 25.0, 0.0])
+
+
+def test_partiality_falls_with_excitation_error(tilted_still):
+    s = tilted_still[2].spots
+    order = np.argsort(np.abs(s["partiality"]))
+    assert s.dtype == SPOT_DTYPE
+    assert s["partiality"][order[-1]] > 0.9 and s["partiality"][order[0]] < 0.1
+
+
+def test_random_still_is_deterministic_and_reproducible_from_params():
+    a = random_still(123, shape=(128, 128))
+    b = random_still(123, shape=(128, 128))
+    c = random_still(124, shape=(128, 128))
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.spot_mask, b.spot_mask)
+    assert a.params == b.params
+    assert not np.array_equal(a.image, c.image)
+    again = simulate_from_params(a.params)
+    assert np.array_equal(again.image, a.image)
+    assert np.array_equal(again.spots, a.spots)
+
+
+def test_random_stills_vary_geometry_within_ranges():
+    bcs, tilts, styles = [], [], set()
+    for seed in range(30):
+        st = random_still(seed, detector="pilatus6m", shape=(64, 64), anomalies="none", d_min=4.0)
+        g = st.geometry
+        centre = np.array([32.0, 32.0])
+        bcs.append((np.array(g.beam_center) - centre) * g.pixel_size)
+        tilts.append((g.pitch, g.yaw))
+        styles.add(st.params["params"]["style"])
+    bcs, tilts = np.array(bcs), np.array(tilts)
+    assert np.all(np.abs(bcs) <= 5.0 + 1e-9) and np.ptp(bcs[:, 0]) > 4
+    assert np.all(np.abs(tilts) <= 3.0) and np.ptp(tilts[:, 0]) > 2
+    assert {"realistic", "flat"} <= styles
+
+
+def test_spot_mask_truth_definition():
+    geom = DetectorGeometry((256, 256), 0.172, 120.0, (130.0, 125.0), 1.0)
+    crystal = common_crystal("trypsin", orientation=random_orientation(np.random.default_rng(9)))
+    st = simulate_still(geom, crystal, seed=3, d_min=1.8, intensity_scale=3000, solvent_photons=5.0,
+                        keep_background=True)
+    s = st.spots
+    assert st.spot_mask.any()
+    assert not np.any(st.spot_mask & st.beamstop_mask)
+    # every strong spot off the shadow has mask pixels at its centre; weak ones never qualify
+    strong = s["in_mask"] & (s["snr"] >= 5)
+    assert strong.sum() >= 5
+    ix = np.floor(s["fast"][strong]).astype(int)
+    iy = np.floor(s["slow"][strong]).astype(int)
+    assert st.spot_mask[iy, ix].mean() > 0.95
+    assert not np.any(s["in_mask"] & (s["snr"] < 3.0))
+    # mask pixels lie where the noise-free spot signal beats the background noise
+    back = st.background
+    assert np.all(back[st.spot_mask] >= 0)
+    # with no spots at all, no mask
+    empty = simulate_still(geom, crystal, intensity_scale=0.0)
+    assert not empty.spot_mask.any() and len(empty.spots) == 0
+
+
+def test_detector_gaps_markers_and_bad_pixels():
+    from napari_xrd.core.detectors import get_detector
+    from napari_xrd.core.masks import DEAD, GAP
+
+    det = get_detector("pilatus6m")
+    geom = det.geometry(200.0, 1.0, shape=(256, 246))
+    st = simulate_still(geom, common_crystal("lysozyme"), detector=det, dead_fraction=1e-3, marker_values=True)
+    gap = (st.pixel_mask & GAP) != 0
+    assert np.array_equal(gap, det.gap_mask((256, 246)) != 0)
+    assert np.all(st.image[gap] == -1)
+    dead = ((st.pixel_mask & DEAD) != 0) & ~gap
+    assert dead.any() and np.all(st.image[dead] == -2)
+    assert not np.any(st.spot_mask & gap)
+    assert np.all(st.image[~gap & ~dead] >= 0)
+
+
+def test_ccd_readout_gain_offset_saturation():
+    geom = DetectorGeometry((128, 128), 0.1, 100.0, (64, 64), 1.0)
+    st = simulate_still(geom, common_crystal("lysozyme"), style="flat", flat_photons=100.0, gain=2.0, offset=40.0,
+                        read_noise=5.0, saturation=300.0, beamstop=False, intensity_scale=0.0)
+    v = st.image
+    assert np.median(v) == pytest.approx(240.0, abs=3)  # 100 photons x 2 ADU + 40
+    assert np.std(v) == pytest.approx(math.sqrt(4 * 100 + 25), rel=0.1)  # Poisson x gain + read noise
+    assert v.max() <= 300.0
+
+
+@pytest.mark.slow
+def test_sample_pilatus_still_full_size():
+    from napari_xrd.core.simulate import sample_pilatus_still
+
+    st = sample_pilatus_still()
+    assert st.image.shape == (2527, 2463)
+    assert st.spot_mask.shape == st.image.shape and st.spot_mask.any()
+    assert st.spots["in_mask"].sum() > 200
+    assert st.anomalies == ["background_ring"]
