@@ -63,3 +63,23 @@ def test_info_on_real_adsc_frame(capsys):
     assert out["geometry"]["name"] == "adsc_q4"
     assert out["mask"]["gap"] > 20000
     assert 1.5 < out["resolution_A"]["d_min"] < 2.5
+
+
+def test_info_json_on_nexus_master(tmp_path, capsys):
+    from napari_xrd.core.geometry import DetectorGeometry
+    from napari_xrd.core.io.nexus import write_nexus
+    from napari_xrd.core.masks import GAP
+
+    frames = np.random.default_rng(0).poisson(2, (3, 30, 40)).astype(np.uint16)
+    mask = np.zeros((30, 40), np.uint32)
+    mask[:, 7] = GAP
+    geometry = DetectorGeometry((30, 40), 0.075, 120.0, (-5.0, 15.0), 1.2)  # beam off the detector
+    master = write_nexus(tmp_path / "n_master.h5", frames, geometry, mask, frames_per_file=2)[0]
+    assert main(["info", "--json", master]) == 0
+    (out,) = json.loads(capsys.readouterr().out)
+    assert out["format"] == "nexus" and out["shape"] == [3, 30, 40] and out["dtype"] == "uint16"
+    assert out["mask"] == {"gap": 30}
+    assert out["geometry"]["beam_center_px"] == [-5.0, 15.0]
+    d_max, d_min = out["resolution_A"]["d_max"], out["resolution_A"]["d_min"]
+    assert d_max is not None and d_max > d_min  # beam off the detector: a finite low-resolution limit
+    assert out["metadata"]["data_files"] == ["n_data_000001.h5", "n_data_000002.h5"]

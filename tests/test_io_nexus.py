@@ -166,3 +166,13 @@ def test_write_nexus_checks_its_input(tmp_path):
         write_nexus(tmp_path / "b.h5", frames, GEOMETRY, np.zeros((3, 3), np.uint32))
     with pytest.raises(ValueError, match="frames must be"):
         write_nexus(tmp_path / "c.h5", np.zeros(5), GEOMETRY)
+
+
+def test_eiger_data_file_opens_on_its_own(tmp_path):
+    frames, pixel_mask = frames_and_mask(n=4)
+    files = write_nexus(tmp_path / "z_master.h5", frames, GEOMETRY, pixel_mask, frames_per_file=3)
+    assert can_read(files[2])
+    image = open_image(files[2])  # frames 4.. only, no geometry in a data file
+    assert image.n_frames == 1 and image.geometry is None
+    np.testing.assert_array_equal(image.frame(0), frames[3])
+    assert "no detector geometry" in image.metadata["warnings"][0]

@@ -107,11 +107,11 @@ class _LazyFrames:
     def __getitem__(self, key):
         import h5py
 
-        first = self._first
-        if first is not None and _is_frame0(key, self.shape):
-            self._first = None
-            return first[np.newaxis]
         with HDF5_LOCK:
+            first = self._first
+            if first is not None and _is_frame0(key, self.shape):
+                self._first = None  # served once: the caller owns it
+                return first[np.newaxis]
             if self._file is None:
                 try:
                     self._file = h5py.File(self.filename, "r")
