@@ -248,12 +248,11 @@ def _geometry(path, det, beam, shape, warnings, require):
             raise ImageReadError(path, problem)
         warnings.append(problem)
         return None
-    scale = {"": 1.0, "pixel": 1.0, "pixels": 1.0}
     unit = _units(det, "beam_center_x")
     centre = (float(bx), float(by))
     if unit in _LENGTH_MM:  # beam centre given in length units
         centre = tuple(c * _LENGTH_MM[unit] / pixel for c in centre)
-    elif unit not in scale:
+    elif unit not in ("", "pixel", "pixels"):
         warnings.append(f"beam_center_x has unknown units {unit!r}; read as pixels")
     detector = identify_detector(shape, pixel)
     try:
@@ -300,11 +299,13 @@ def read_nexus(path, *, require_geometry: bool = False) -> DiffractionImage:
             beam = f.get("entry/instrument/beam")
             try:
                 geometry = _geometry(path, det, beam, shape, warnings, require_geometry)
-            except ValueError as exc:
-                if require_geometry or isinstance(exc, ImageReadError):
+            except ImageReadError:
+                raise
+            except ValueError as exc:  # unknown units
+                if require_geometry:
                     raise ImageReadError(path, str(exc)) from None
                 geometry = None
-                warnings.append(str(exc))
+                warnings.append(f"{exc}: no detector geometry")
             spec = det.get("detectorSpecific") if det is not None else None
             pixel_mask = None
             if spec is not None and "pixel_mask" in spec:
