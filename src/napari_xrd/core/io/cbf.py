@@ -42,7 +42,7 @@ from napari_xrd.core.detectors import get_detector, identify_detector
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.io._files import compression_of, read_bytes
 from napari_xrd.core.io.types import DiffractionImage, ImageReadError
-from napari_xrd.core.masks import DEAD, GAP, mask_from_values
+from napari_xrd.core.masks import DEAD, mask_from_values
 
 __all__ = ["is_cbf", "parse_pilatus_header", "pilatus_geometry", "read_cbf", "read_cbf_frame"]
 
