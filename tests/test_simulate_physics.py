@@ -340,3 +340,32 @@ def test_sample_pilatus_still_full_size():
     assert st.spot_mask.shape == st.image.shape and st.spot_mask.any()
     assert st.spots["in_mask"].sum() > 200
     assert st.anomalies == ["background_ring"]
+
+
+def test_rotation_images_record_reflections_where_they_cross_the_sphere():
+    geom = DetectorGeometry((256, 256), 0.172, 100.0, (128.0, 128.0), 1.0)
+    u = random_orientation(np.random.default_rng(8))
+    crystal = common_crystal("lysozyme", orientation=u)
+    kw = dict(d_min=2.5, mosaicity_deg=0.05, **QUIET)
+    still = simulate_still(geom, crystal, **kw).spots
+    rot = simulate_still(geom, crystal, oscillation_deg=1.0, **kw).spots
+    assert len(rot) > 3 * len(still)
+    assert np.all((rot["partiality"] > 0) & (rot["partiality"] <= 1 + 1e-12))
+    full = rot["partiality"] > 0.99
+    assert full.sum() > 0.5 * len(rot)
+    # brute force: the rotation angle in [0, 1°] about lab x where each reflection meets the sphere
+    b = _reciprocal_basis_gemmi(crystal.cell)
+    hkl = np.stack([rot["h"], rot["k"], rot["l"]], 1)[full]
+    r0 = hkl @ (u @ b).T
+    phis = np.radians(np.linspace(0.0, 1.0, 2001))
+    c, s = np.cos(phis), np.sin(phis)
+    ry = r0[:, None, 1] * c - r0[:, None, 2] * s
+    rz = r0[:, None, 1] * s + r0[:, None, 2] * c
+    eps = np.abs(np.sqrt(r0[:, None, 0] ** 2 + ry**2 + (rz + 1.0) ** 2) - 1.0)
+    k = np.argmin(eps, axis=1)
+    n = np.arange(len(k))
+    az_expected = np.arctan2(ry[n, k], r0[:, 0])
+    az_found = geom.azimuth_at(rot["fast"][full], rot["slow"][full])
+    np.testing.assert_allclose(np.angle(np.exp(1j * (az_found - az_expected))), 0.0, atol=2e-3)
+    tt = geom.two_theta_at(rot["fast"][full], rot["slow"][full])
+    np.testing.assert_allclose(tt, 2 * np.arcsin(1.0 / (2 * rot["d"][full])), atol=1e-9)

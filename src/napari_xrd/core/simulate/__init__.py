@@ -74,6 +74,8 @@ DEFAULT_PARAMS = {
     "divergence_deg": 0.02,  # FWHM beam divergence
     "domain_size": None,  # mosaic domain size, Å (None: infinite)
     "min_partiality": 1e-3,
+    "oscillation_deg": 0.0,  # 0: still; else rotation about rotation_axis during the exposure
+    "rotation_axis": (1.0, 0.0, 0.0),  # lab frame
     "spot_sigma_mm": 0.04,  # beam footprint on the detector (σ)
     "psf_px": 0.4,  # detector point spread (σ, pixels of this image)
     "min_sigma_px": 0.5,
@@ -293,10 +295,12 @@ def simulate_still(
         bandpass=p["bandpass"],
         domain_size=p["domain_size"],
         min_partiality=p["min_partiality"],
+        oscillation_deg=p["oscillation_deg"],
+        rotation_axis=p["rotation_axis"],
     )
     intensity = crystal.intensities(refl["hkl"])
     tt = refl["two_theta"]
-    lp = _pol(refl["ray"], p["polarization_fraction"]) / np.sin(np.maximum(tt, math.radians(2.0)))
+    lp = _pol(refl["ray"], p["polarization_fraction"]) * refl["lorentz"]
     photons = p["intensity_scale"] * signal_factor * intensity * refl["partiality"] * lp
     sigma0 = max(math.hypot(p["spot_sigma_mm"] / geometry.pixel_size, p["psf_px"]), p["min_sigma_px"])
     cov = spot_covariance(
@@ -469,6 +473,7 @@ def simulate_from_params(record: dict) -> SimulatedStill:
     )
     params = dict(record["params"])
     params["beamstop_offset_px"] = tuple(params["beamstop_offset_px"])
+    params["rotation_axis"] = tuple(params.get("rotation_axis", DEFAULT_PARAMS["rotation_axis"]))
     return simulate_still(
         DetectorGeometry.from_dict(record["geometry"]), crystal, seed=record["seed"],
         detector=record.get("detector"), anomalies=record.get("anomalies") or None, **params,

@@ -11,6 +11,15 @@ Partiality
     across the Ewald sphere, ``σ_ε² = (|r| σ_η)² + (λ|r|²/2 · σ_bw)² +
     (1/D_domain)²``; the partiality is ``exp(-ε² / 2σ_ε²)`` (1 for a point
     on the sphere).  Reflections below ``min_partiality`` are dropped.
+Rotation (oscillation) images
+    With ``oscillation_deg > 0`` the crystal turns about ``rotation_axis``
+    during the exposure.  The excitation error then runs linearly through
+    ``ε_mid ± v Δφ/2`` with ``v = (e × r) · n`` (``n`` the sphere normal at
+    the point), the partiality is the fraction of the Gaussian rocking
+    profile swept, ``|Φ(ε_b/σ_ε) - Φ(ε_a/σ_ε)|``, the Lorentz factor is
+    ``1 / (λ |v|)`` (``1/sin 2θ`` for an equatorial reflection) and the spot
+    lies where the reflection diffracts, at the rotation angle where
+    ``ε = 0`` (clipped to the exposure).
 Spot position
     The mosaic block that diffracts has ``r`` rotated onto the sphere about
     the axis normal to ``r`` and the beam, so the spot lies at the exact Bragg
@@ -26,7 +35,7 @@ Spot shape
     isotropic ``σ_0`` in pixels (beam footprint and detector point spread).
 Intensity
     ``photons = scale · I_hkl · partiality · L · P`` with the still Lorentz
-    factor ``L = 1 / sin 2θ`` (2θ floored at 2°) and the polarisation factor
+    factor ``L = 1 / sin 2θ`` (both Lorentz factors capped at 1/sin 2°) and the polarisation factor
     ``P`` for a beam polarised along lab x by fraction ``f``:
     ``P = f (1 - (k·x)²) + (1 - f)(1 - (k·y)²)`` for the unit ray ``k``.
 """
@@ -55,6 +64,23 @@ def polarization_factor(k: np.ndarray, fraction: float = 0.99) -> np.ndarray:
     return fraction * (1.0 - k[..., 0] ** 2) + (1.0 - fraction) * (1.0 - k[..., 1] ** 2)
 
 
+_MIN_SIN_2THETA = math.sin(math.radians(2.0))
+
+
+def _ndtr(x):
+    from scipy.special import ndtr
+
+    return ndtr(x)
+
+
+def _rotate(v, axis, angle):
+    """Rodrigues rotation of vectors ``v`` (n, 3) about unit ``axis`` by ``angle`` (scalar or (n,))."""
+    angle = np.asarray(angle, dtype=float)
+    c = np.cos(angle)[..., None] if angle.ndim else math.cos(float(angle))
+    s = np.sin(angle)[..., None] if angle.ndim else math.sin(float(angle))
+    return v * c + np.cross(axis, v) * s + np.outer(v @ axis, axis) * (1 - c)
+
+
 def _excitation_sigma(r_len, wavelength, mosaicity_deg, bandpass, domain_size):
     s_eta = math.radians(mosaicity_deg) * FWHM_TO_SIGMA
     s_bw = bandpass * FWHM_TO_SIGMA
@@ -77,6 +103,8 @@ def predict_reflections(
     domain_size: float | None = None,
     min_partiality: float = 1e-3,
     margin_px: float = 8.0,
+    oscillation_deg: float = 0.0,
+    rotation_axis=(1.0, 0.0, 0.0),
 ) -> dict:
     """Reflections near the Ewald sphere that land on the detector.
 
@@ -97,18 +125,29 @@ def predict_reflections(
     margin_px : float
         Keep spots whose centre is this far outside the image (their tails
         still fall on it).
+    oscillation_deg : float
+        0 for a still.  Otherwise the crystal turns about ``rotation_axis``
+        (lab frame) from its orientation ``ub`` through this angle during the
+        exposure (rotation method); see the module docstring.
 
     Returns
     -------
     dict of ndarrays, one row per reflection
-        ``hkl`` (n, 3) int, ``r`` (n, 3), ``d`` (Å), ``excitation_error``
-        (Å⁻¹), ``partiality``, ``two_theta``, ``azimuth`` (rad), ``ray``
-        (n, 3) unit vectors, ``fast``, ``slow`` (pixels, corner convention).
+        ``hkl`` (n, 3) int, ``r`` (n, 3) (at the diffracting orientation),
+        ``d`` (Å), ``excitation_error`` (Å⁻¹, at the middle of the
+        exposure), ``partiality``, ``lorentz``, ``two_theta``, ``azimuth``
+        (rad), ``ray`` (n, 3) unit vectors, ``fast``, ``slow`` (pixels,
+        corner convention).
     """
     lam = geometry.wavelength
     radius = 1.0 / lam
     s0 = np.array([0.0, 0.0, radius])
     ub = np.asarray(ub, dtype=float)
+    osc = math.radians(float(oscillation_deg))
+    axis = np.asarray(rotation_axis, dtype=float)
+    axis = axis / np.linalg.norm(axis)
+    if osc:
+        ub = _rotate(ub.T, axis, osc / 2.0).T  # enumerate at the middle of the exposure
     r_max = min(1.0 / d_min, 2.0 * radius * 0.9999)
     real = np.linalg.inv(ub)  # rows: real-space axes (h_i = a_i . r)
     limits = np.floor(np.linalg.norm(real, axis=1) * r_max).astype(int)
@@ -116,7 +155,7 @@ def predict_reflections(
     p_ax, q_ax = [i for i in range(3) if i != j]
     delta = math.sqrt(-2.0 * math.log(min_partiality)) * float(
         _excitation_sigma(r_max, lam, mosaicity_deg, bandpass, domain_size)
-    )
+    ) + r_max * abs(osc) / 2.0
 
     pp, qq = np.meshgrid(
         np.arange(-limits[p_ax], limits[p_ax] + 1), np.arange(-limits[q_ax], limits[q_ax] + 1), indexing="ij"
@@ -157,13 +196,31 @@ def predict_reflections(
     hkl, r, r_len = hkl[keep], r[keep], r_len[keep]
     eps = np.linalg.norm(r + s0, axis=1) - radius
     sig = _excitation_sigma(r_len, lam, mosaicity_deg, bandpass, domain_size)
-    part = np.exp(-0.5 * (eps / sig) ** 2)
+    if osc:
+        # excitation error changes with the rotation angle at dε/dφ = (e × r) · n
+        normal = (r + s0) / (eps + radius)[:, None]
+        speed = np.einsum("ij,ij->i", np.cross(axis, r), normal)
+        lo = eps - speed * osc / 2.0
+        hi = eps + speed * osc / 2.0
+        part = np.abs(_ndtr(hi / sig) - _ndtr(lo / sig))
+        with np.errstate(divide="ignore"):
+            phi = np.clip(np.where(speed != 0, -eps / speed, 0.0), -osc / 2.0, osc / 2.0)
+        lorentz = 1.0 / np.maximum(lam * np.abs(speed), _MIN_SIN_2THETA)
+    else:
+        part = np.exp(-0.5 * (eps / sig) ** 2)
+        phi = None
+        lorentz = None
     keep = part >= min_partiality
     hkl, r, r_len, eps, part = hkl[keep], r[keep], r_len[keep], eps[keep], part[keep]
+    if osc:
+        r = _rotate(r, axis, phi[keep])  # the orientation at which the reflection diffracts
+        lorentz = lorentz[keep]
 
     two_theta = 2.0 * np.arcsin(np.clip(lam * r_len / 2.0, 0.0, 1.0))
     azimuth = np.arctan2(r[:, 1], r[:, 0])
     ray = _ray(two_theta, azimuth)
+    if lorentz is None:
+        lorentz = 1.0 / np.maximum(np.sin(two_theta), _MIN_SIN_2THETA)
     fs = geometry.project(ray)
     n_slow, n_fast = geometry.shape
     on = (
@@ -179,6 +236,7 @@ def predict_reflections(
         "d": 1.0 / r_len[on],
         "excitation_error": eps[on],
         "partiality": part[on],
+        "lorentz": lorentz[on],
         "two_theta": two_theta[on],
         "azimuth": azimuth[on],
         "ray": ray[on],
