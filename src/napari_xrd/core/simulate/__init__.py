@@ -84,7 +84,8 @@ DEFAULT_PARAMS = {
     "style": "realistic",  # realistic | flat | binary
     "air_photons": 4.0,  # photons/pixel of air scatter extrapolated to 2θ = 0
     "air_decay_deg": 4.0,
-    "solvent_photons": 3.0,  # photons/pixel of diffuse solvent scatter at ~3 Å
+    "solvent_photons": 3.0,  # photons/pixel of the diffuse solvent plateau at low angle
+    "solvent_falloff_d": 2.7,  # Å where the solvent plateau has halved
     "flat_photons": 0.0,  # constant photons/pixel
     "beamstop": True,
     "beamstop_radius_mm": 1.5,
@@ -96,6 +97,7 @@ DEFAULT_PARAMS = {
     "gain": 1.0,  # ADU per photon
     "read_noise": 0.0,  # ADU
     "offset": 0.0,  # ADU
+    "ccd_psf_px": 0.0,  # σ of a CCD point spread (pixels): blurs spots and correlates noise
     "saturation": 1048575.0,  # ADU
     "dead_fraction": 0.0,
     "hot_fraction": 0.0,
@@ -302,7 +304,10 @@ def simulate_still(
     tt = refl["two_theta"]
     lp = _pol(refl["ray"], p["polarization_fraction"]) * refl["lorentz"]
     photons = p["intensity_scale"] * signal_factor * intensity * refl["partiality"] * lp
-    sigma0 = max(math.hypot(p["spot_sigma_mm"] / geometry.pixel_size, p["psf_px"]), p["min_sigma_px"])
+    sigma0 = max(
+        math.sqrt((p["spot_sigma_mm"] / geometry.pixel_size) ** 2 + p["psf_px"] ** 2 + p["ccd_psf_px"] ** 2),
+        p["min_sigma_px"],
+    )
     cov = spot_covariance(
         geometry, tt, refl["azimuth"], mosaicity_deg=p["mosaicity_deg"], bandpass=p["bandpass"],
         divergence_deg=p["divergence_deg"], sigma0_px=sigma0,
@@ -315,7 +320,7 @@ def simulate_still(
     # ------------------------------------------------------------ background
     if p["style"] == "realistic":
         back = _bg.air_scatter(maps["two_theta"], photons=p["air_photons"], decay_deg=p["air_decay_deg"])
-        back += _bg.solvent_scatter(maps["s"], photons=p["solvent_photons"])
+        back += _bg.solvent_scatter(maps["s"], photons=p["solvent_photons"], falloff_d=p["solvent_falloff_d"])
         if p["flat_photons"]:
             back += np.float32(p["flat_photons"])
     else:
@@ -367,6 +372,8 @@ def simulate_still(
 
     # ---------------------------------------------------------------- truth
     rn_photons = p["read_noise"] / p["gain"] if p["gain"] > 0 else 0.0
+    # a CCD's point spread lowers the per-pixel noise by sqrt(sum of squared PSF weights)
+    psf_noise = 1.0 / math.sqrt(1.0 + 4.0 * math.pi * p["ccd_psf_px"] ** 2) if p["ccd_psf_px"] > 0 else 1.0
     det_cov = cov[:, 0, 0] * cov[:, 1, 1] - cov[:, 0, 1] ** 2
     n_eff = 4.0 * np.pi * np.sqrt(det_cov)
     b_center = _pixel_lookup(expected_back.ravel(), refl["fast"], refl["slow"], shape)
@@ -381,7 +388,7 @@ def simulate_still(
     sel = qualified[s_idx]
     u, inv = np.unique(f_idx[sel], return_inverse=True)
     q_sig = np.bincount(inv, (w * photons[s_idx])[sel], minlength=len(u)) * flat_resp[u]
-    noise_sigma = np.sqrt(expected_back.ravel()[u] + rn_photons**2)
+    noise_sigma = np.sqrt(expected_back.ravel()[u] * psf_noise**2 + rn_photons**2)
     ok = q_sig >= np.maximum(p["spot_mask_sigma"] * noise_sigma, p["spot_mask_min_photons"])
     ok &= (pixel_mask.ravel()[u] & (GAP | DEAD)) == 0
     ok &= shadow.ravel()[u] >= 0.5
@@ -395,7 +402,7 @@ def simulate_still(
     else:
         if p["noise"]:
             image = _bg.read_out(expected, rng, gain=p["gain"], read_noise=p["read_noise"], offset=p["offset"],
-                                 saturation=p["saturation"])
+                                 saturation=p["saturation"], psf_px=p["ccd_psf_px"])
         else:
             image = (expected * np.float32(p["gain"]) + np.float32(p["offset"])).astype(np.float32)
             np.minimum(image, np.float32(p["saturation"]), out=image)

@@ -105,9 +105,16 @@ def air_scatter(two_theta: np.ndarray, *, photons: float, decay_deg: float) -> n
     return np.float32(photons) * np.exp(-two_theta * np.float32(1.0 / math.radians(decay_deg)))
 
 
-def solvent_scatter(s: np.ndarray, *, photons: float) -> np.ndarray:
-    """Broad diffuse scatter of disordered solvent and Compton scatter, rising gently to ~3 Å."""
-    return np.float32(photons) * (0.35 + 0.65 * (1.0 - np.exp(-((s / np.float32(0.3)) ** 2))))
+def solvent_scatter(s: np.ndarray, *, photons: float, falloff_d: float = 2.7) -> np.ndarray:
+    """Diffuse scatter of disordered solvent, the crystal's disorder and Compton scattering.
+
+    A plateau of ``photons`` per pixel at low angle that halves at
+    ``d = falloff_d`` (Å) and keeps falling, ``photons / (1 + (s d_f)⁴)``: the
+    shape of the measured background of a protein crystal on either side of
+    its water ring.
+    """
+    x = (s * np.float32(falloff_d)) ** 2
+    return np.float32(photons) / (1.0 + x * x)
 
 
 def beamstop_transmission(
@@ -205,6 +212,7 @@ def read_out(
     read_noise: float = 0.0,
     offset: float = 0.0,
     saturation: float | None = None,
+    psf_px: float = 0.0,
 ) -> np.ndarray:
     """Detector values from expected photons: Poisson counting, gain, offset, read noise, saturation.
 
@@ -222,6 +230,9 @@ def read_out(
         Constant pedestal in ADU (CCDs).
     saturation : float, optional
         Largest value the detector records.
+    psf_px : float
+        σ (pixels) of a CCD's point spread applied to the counting noise
+        (the spots' expected profiles already include it).
 
     Returns
     -------
@@ -239,13 +250,20 @@ def read_out(
         counts[small] = rng.poisson(lam[small])
     else:
         counts = rng.poisson(lam).astype(np.float32)
+    if psf_px > 0:
+        # phosphor/taper point spread of a CCD: each photon's signal spreads
+        # over neighbours, so noise is correlated and smaller per pixel while
+        # the expected image (already rendered with the spread) is unchanged
+        from scipy.ndimage import gaussian_filter
+
+        counts = lam + gaussian_filter(counts - lam, np.float32(psf_px), mode="nearest", truncate=3.0)
     if gain != 1.0:
         counts *= np.float32(gain)
     if read_noise > 0:
         counts += rng.standard_normal(size=counts.shape, dtype=np.float32) * np.float32(read_noise)
     if offset:
         counts += np.float32(offset)
-    if gain != 1.0 or read_noise > 0:
+    if gain != 1.0 or read_noise > 0 or psf_px > 0:
         np.rint(counts, out=counts)
         np.maximum(counts, 0, out=counts)
     if saturation is not None:

@@ -145,6 +145,7 @@ def random_still(
         "air_photons": _loguniform(rng, 0.2, 20.0) * area,
         "air_decay_deg": float(rng.uniform(2.0, 8.0)),
         "solvent_photons": _loguniform(rng, 0.2, 20.0) * area,
+        "solvent_falloff_d": float(rng.uniform(2.0, 4.0)),
         "flat_photons": (_loguniform(rng, 0.3, 40.0) * area) if style == "flat" else 0.0,
         "beamstop": bool(rng.random() < 0.85),
         "beamstop_radius_mm": float(rng.uniform(0.8, 2.5)),
@@ -162,6 +163,7 @@ def random_still(
             offset=float(rng.uniform(10.0, 100.0)),
             saturation=65535.0,
             marker_values=False,
+            ccd_psf_px=float(rng.uniform(0.3, 1.0)) / math.sqrt(area) if area < 4 else 0.0,
         )
     else:
         p.update(gain=1.0, read_noise=0.0, offset=0.0, saturation=float(2**20 - 1),
