@@ -331,6 +331,20 @@ def test_ccd_readout_gain_offset_saturation():
     assert v.max() <= 300.0
 
 
+def test_ccd_point_spread_correlates_noise_between_neighbours():
+    geom = DetectorGeometry((160, 160), 0.1, 100.0, (80, 80), 1.0)
+    kw = dict(style="flat", flat_photons=50.0, beamstop=False, intensity_scale=0.0)
+    plain = simulate_still(geom, common_crystal("lysozyme"), **kw).image
+    ccd = simulate_still(geom, common_crystal("lysozyme"), ccd_psf_px=0.6, **kw).image
+
+    def corr(v):
+        r = v - v.mean()
+        return np.corrcoef(r[:, :-1].ravel(), r[:, 1:].ravel())[0, 1]
+
+    assert abs(corr(plain)) < 0.05 and corr(ccd) > 0.3
+    assert np.mean(ccd) == pytest.approx(50.0, abs=0.5) and np.std(ccd) < 0.8 * np.std(plain)
+
+
 @pytest.mark.slow
 def test_sample_pilatus_still_full_size():
     from napari_xrd.core.simulate import sample_pilatus_still

@@ -97,7 +97,7 @@ DEFAULT_PARAMS = {
     "gain": 1.0,  # ADU per photon
     "read_noise": 0.0,  # ADU
     "offset": 0.0,  # ADU
-    "ccd_psf_px": 0.0,  # σ of a CCD point spread (pixels): blurs spots and correlates noise
+    "ccd_psf_px": 0.0,  # σ (pixels) of the CCD noise correlation between neighbours (spot blur: psf_px)
     "saturation": 1048575.0,  # ADU
     "dead_fraction": 0.0,
     "hot_fraction": 0.0,
@@ -305,7 +305,7 @@ def simulate_still(
     lp = _pol(refl["ray"], p["polarization_fraction"]) * refl["lorentz"]
     photons = p["intensity_scale"] * signal_factor * intensity * refl["partiality"] * lp
     sigma0 = max(
-        math.sqrt((p["spot_sigma_mm"] / geometry.pixel_size) ** 2 + p["psf_px"] ** 2 + p["ccd_psf_px"] ** 2),
+        math.sqrt((p["spot_sigma_mm"] / geometry.pixel_size) ** 2 + p["psf_px"] ** 2),
         p["min_sigma_px"],
     )
     cov = spot_covariance(

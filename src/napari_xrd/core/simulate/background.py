@@ -231,8 +231,10 @@ def read_out(
     saturation : float, optional
         Largest value the detector records.
     psf_px : float
-        σ (pixels) of a CCD's point spread applied to the counting noise
-        (the spots' expected profiles already include it).
+        σ (pixels) of a CCD's point spread applied to the counting noise,
+        which makes it correlated between neighbours and smaller per pixel
+        (expected profiles carry their own spread, ``psf_px`` of
+        :func:`~napari_xrd.core.simulate.simulate_still`).
 
     Returns
     -------
