@@ -1,1 +1,1 @@
-"""Training loops and training-data generators for napari-xrd models."""
+"""Training loops for napari-xrd models."""

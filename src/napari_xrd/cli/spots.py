@@ -1,0 +1,111 @@
+"""``napari-xrd spots FILE``: find Bragg spots headless (dispersion or U-Net)."""
+
+from __future__ import annotations
+
+import sys
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "spots",
+        help="find Bragg spots in an image (DIALS dispersion or the U-Net)",
+        description="Find Bragg spots in one frame, a chosen frame of a stack, or every frame. "
+        "Positions are (x=fast, y=slow) pixels in the DIALS corner convention (first pixel centre at 0.5, 0.5).",
+    )
+    p.add_argument("file", metavar="FILE", help="image file (CBF, SMV/.img, NeXus/HDF5, TIFF, .npy, ...)")
+    frames = p.add_mutually_exclusive_group()
+    frames.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
+    frames.add_argument("--all", action="store_true", help="every frame")
+    p.add_argument("--method", choices=["dispersion", "unet"], default="dispersion")
+    p.add_argument("--algorithm", choices=["dispersion_extended", "dispersion"], default="dispersion_extended",
+                   help="dispersion threshold algorithm (default dispersion_extended, as DIALS)")
+    p.add_argument("--gain", type=float, default=1.0)
+    p.add_argument("--kernel-size", type=int, default=3)
+    p.add_argument("--sigma-background", type=float, default=6.0)
+    p.add_argument("--sigma-strong", type=float, default=3.0)
+    p.add_argument("--min-local", type=int, default=2)
+    p.add_argument("--global-threshold", type=float, default=0.0)
+    p.add_argument("--min-spot-size", type=int, default=None)
+    p.add_argument("--max-spot-size", type=int, default=1000)
+    p.add_argument("--model", default="default", help="U-Net model name or card path (default: the shipped one)")
+    p.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold (default 0.5)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (U-Net)")
+    p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -> list[dict]:
+    """Spots of frames of an image file, as JSON-ready dicts.
+
+    Parameters
+    ----------
+    path : str or Path
+    frames : sequence of int, optional
+        Frame indices (default: frame 0).
+    **options
+        Passed to :func:`napari_xrd.core.spots.find_spots`.
+
+    Returns
+    -------
+    list of dict
+        One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
+        ``background``, ``size``, ``peak``, ``d`` (None without geometry).
+    """
+    from napari_xrd.core.io import open_image
+    from napari_xrd.core.progress import report
+    from napari_xrd.core.spots import find_spots
+
+    img = open_image(path)
+    frames = [0] if frames is None else list(frames)
+    out = []
+    for k, f in enumerate(frames):
+        res = find_spots(img.frame(f), geometry=img.geometry, pixel_mask=img.pixel_mask, cancel=cancel, **options)
+        for row in res.table.rows():
+            out.append({"frame": int(f), **row})
+        report(progress, k + 1, len(frames), f"frame {f}: {res.table.n_spots} spots")
+    return out
+
+
+def run(args) -> int:
+    import json
+
+    from napari_xrd.core.io import open_image
+    from napari_xrd.core.progress import tqdm_progress
+
+    n = open_image(args.file).n_frames
+    frames = range(n) if args.all else [args.frame]
+    if not args.all and not -n <= args.frame < n:
+        raise ValueError(f"{args.file}: frame {args.frame} out of range (0..{n - 1})")
+    options = dict(
+        method=args.method,
+        algorithm=args.algorithm,
+        gain=args.gain,
+        kernel_size=args.kernel_size,
+        sigma_background=args.sigma_background,
+        sigma_strong=args.sigma_strong,
+        min_local=args.min_local,
+        global_threshold=args.global_threshold,
+        min_spot_size=args.min_spot_size,
+        max_spot_size=args.max_spot_size,
+        model=args.model,
+        threshold=args.threshold,
+        device=args.device,
+    )
+    with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
+        spots = spots_in_file(args.file, frames=frames, progress=bar, **options)
+    if args.json:
+        json.dump(spots, sys.stdout)
+        sys.stdout.write("\n")
+    else:
+        per_frame = {}
+        for s in spots:
+            per_frame[s["frame"]] = per_frame.get(s["frame"], 0) + 1
+        for f in frames:
+            print(f"{args.file} frame {f}: {per_frame.get(f, 0)} spots")
+        if len(spots) and len(spots) <= 50:
+            print(f"{'frame':>5} {'x':>9} {'y':>9} {'intensity':>11} {'size':>5} {'d':>7}")
+            for s in spots:
+                d = "" if s["d"] is None else f"{s['d']:.2f}"
+                print(f"{s['frame']:>5} {s['x']:9.2f} {s['y']:9.2f} {s['intensity']:11.1f} {s['size']:>5} {d:>7}")
+    return 0

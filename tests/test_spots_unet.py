@@ -1,0 +1,165 @@
+"""Attention U-Net, input normalisation, tiled inference, loss, training loop, weights."""
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_xrd.core.models.attention_unet import build_attention_unet  # noqa: E402
+from napari_xrd.core.models.weights import WeightsError, load_model, save_model  # noqa: E402
+from napari_xrd.core.spots import find_spots  # noqa: E402
+from napari_xrd.core.spots.inference import predict_spot_probability, prepare_input  # noqa: E402
+from napari_xrd.core.training.spots import (  # noqa: E402
+    SpotTrainingConfig,
+    distance_weighted_loss,
+    sample_crops,
+    train_spot_model,
+)
+
+TINY = {"channels": [4, 8], "full_res_convs": 1, "stem": 2}
+
+
+def synth_frame(shape=(160, 176), n=25, seed=0):
+    """Poisson background with a ring, a gap and Gaussian spots; returns image, pixel_mask, spot_mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    r = np.hypot(yy - shape[0] * 0.4, xx - shape[1] * 0.55)
+    lam = 5 + 20 * np.exp(-r / 200) + 30 * np.exp(-(((r - 60) / 3) ** 2))
+    spots = np.zeros(shape, bool)
+    for _ in range(n):
+        y, x = rng.uniform(5, shape[0] - 5), rng.uniform(5, shape[1] - 5)
+        g = rng.uniform(80, 500) / (2 * np.pi) * np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / 2)
+        lam += g
+        spots |= g > 2.0
+    pm = np.zeros(shape, np.uint32)
+    pm[:, 80:83] = 1
+    return rng.poisson(lam).astype(np.float32), pm, spots & (pm == 0)
+
+
+class ValidChannel(torch.nn.Module):
+    """Logit +10 on valid pixels, -10 elsewhere: exposes how tiles are placed."""
+
+    multiple = 1
+
+    def forward(self, x):
+        return (x[:, 1:2] * 2 - 1) * 10
+
+
+def test_model_shapes_size_and_stride():
+    for stem in (1, 2):
+        net = build_attention_unet(channels=(4, 8, 16), stem=stem).eval()
+        x = torch.randn(2, 2, 64, 96)
+        assert net(x).shape == (2, 1, 64, 96)
+        assert net.multiple == stem * 4
+    default = build_attention_unet(channels=(16, 32, 64, 96), full_res_convs=2, stem=2)
+    n_bytes = 4 * sum(p.numel() for p in default.parameters())
+    assert n_bytes < 4e6  # shipped weights stay a few MB
+
+
+def test_prepare_input_masks_and_is_gain_invariant():
+    img, pm, _ = synth_frame()
+    valid = pm == 0
+    x = prepare_input(img, valid)
+    assert x.shape == (2,) + img.shape and x.dtype == np.float32
+    assert np.all(x[0][~valid] == 0) and np.array_equal(x[1], valid)
+    # a CCD-like response (gain 3, pedestal 40) changes the counts, not the picture
+    x3 = prepare_input(img * 3 + 40, valid)
+    bg = valid & (img < np.percentile(img, 90))
+    assert abs(np.median(x3[0][bg]) - np.median(x[0][bg])) < 0.3
+    assert np.all(np.isfinite(prepare_input(np.full((8, 8), np.nan), np.ones((8, 8), bool))))
+
+
+@pytest.mark.parametrize("shape", [(37, 50), (300, 270), (256, 256)])
+def test_tiles_cover_every_pixel_once_and_masked_pixels_are_zero(shape):
+    rng = np.random.default_rng(0)
+    img = rng.poisson(5, shape).astype(np.float32)
+    pm = (rng.random(shape) < 0.1).astype(np.uint32)
+    p = predict_spot_probability(img, pixel_mask=pm, model=ValidChannel(), device="cpu", tile=64, margin=8, batch_size=3)
+    assert p.shape == shape
+    np.testing.assert_array_equal(p > 0.5, pm == 0)
+
+
+def test_tiled_inference_is_seamless_for_a_local_model():
+    """A trained-like local model gives the same answer tiled or whole (away from normalisation)."""
+    net = build_attention_unet(channels=(4, 8), stem=1, attention=False).eval()
+    img, pm, _ = synth_frame(shape=(128, 128))
+    whole = predict_spot_probability(img, pixel_mask=pm, model=net, device="cpu", tile=160, margin=16)
+    # same per-tile normalisation when every tile sees the same statistics: use a flat image
+    flat = np.full((128, 128), 10.0, np.float32)
+    flat[::9, ::7] = 200.0
+    a = predict_spot_probability(flat, model=net, device="cpu", tile=160, margin=16)
+    b = predict_spot_probability(flat, model=net, device="cpu", tile=48, margin=12)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert whole.shape == img.shape
+
+
+def test_loss_prefers_the_right_answer_and_ignores_masked_pixels():
+    t = torch.zeros(1, 1, 32, 32)
+    t[..., 10:14, 10:14] = 1
+    w = torch.ones_like(t)
+    v = torch.ones_like(t)
+    good = distance_weighted_loss((t * 2 - 1) * 8, t, w, v)
+    bad = distance_weighted_loss(-(t * 2 - 1) * 8, t, w, v)
+    assert good < 0.05 < bad
+    v2 = v.clone()
+    v2[..., 10:14, 10:14] = 0  # the wrong pixels are masked: they must not count
+    wrong_there = (t * 2 - 1) * 8
+    wrong_there[..., 10:14, 10:14] = -8
+    assert distance_weighted_loss(wrong_there, t, w, v2) < 1.05
+
+
+def test_sample_crops_pads_small_frames_and_finds_spots():
+    img, pm, spots = synth_frame(shape=(40, 50))
+    crops = sample_crops(img, pm, spots, crop=64, n=5, spot_fraction=1.0, rng=np.random.default_rng(0))
+    assert all(c[0].shape == (64, 64) for c in crops)
+    assert not crops[0][1][45:, :].any()  # padding is invalid
+
+
+def test_training_checkpoints_and_resume(tmp_path):
+    frames = [synth_frame(seed=i) for i in range(2)]
+    cfg = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=2, batch_size=2, epochs=1)
+    calls = []
+    model, hist = train_spot_model(frames, frames[:1], config=cfg, device="cpu", out_dir=tmp_path,
+                                   progress=lambda d, t, m: calls.append((d, t)))
+    assert len(hist) == 1 and {"loss", "iou", "recall", "precision", "f1"} <= set(hist[0])
+    assert (tmp_path / "checkpoint.pt").exists() and calls[-1][0] == calls[-1][1]
+    cfg2 = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=2, batch_size=2, epochs=2)
+    _, hist2 = train_spot_model(frames, frames[:1], config=cfg2, device="cpu", out_dir=tmp_path,
+                                resume=tmp_path / "checkpoint.pt")
+    assert [h["epoch"] for h in hist2] == [1, 2] and hist2[0] == hist[0]
+    with pytest.raises(ValueError, match="checkpoint is for model"):
+        bad = SpotTrainingConfig(model={"channels": [4, 8, 16]}, crop=64, context=96, epochs=3)
+        train_spot_model(frames, [], config=bad, device="cpu", resume=tmp_path / "checkpoint.pt")
+
+
+def test_save_load_roundtrip_and_corrupt_weights(tmp_path):
+    net = build_attention_unet(**TINY).eval()
+    card = save_model(net, {"name": "spots-test", "task": "spots", "architecture": "attention_unet", "config": TINY,
+                            "inference": {"tile": 64, "margin": 8}}, tmp_path)
+    loaded, c = load_model(card.path, task="spots", device="cpu")
+    img, pm, _ = synth_frame(shape=(70, 90))
+    a = predict_spot_probability(img, pixel_mask=pm, model=card.path, device="cpu")
+    b = predict_spot_probability(img, pixel_mask=pm, model=net, device="cpu", tile=64, margin=8)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    res = find_spots(img, method="unet", pixel_mask=pm, model=str(card.path), device="cpu")
+    assert not res.labels[pm != 0].any()
+    # one flipped byte: the hash check refuses it with a clear error
+    w = card.weights_path
+    data = bytearray(w.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    w.write_bytes(bytes(data))
+    card.path.touch()
+    with pytest.raises(WeightsError, match="sha256"):
+        load_model(card.path, task="spots", device="cpu")
+    json.loads(card.path.read_text())  # the card itself is untouched
+
+
+@pytest.mark.slow
+def test_short_training_learns_synthetic_spots():
+    frames = [synth_frame(seed=i, n=40) for i in range(6)]
+    cfg = SpotTrainingConfig(model={"channels": [8, 16, 32], "full_res_convs": 1, "stem": 2}, crop=96, context=128,
+                             crops_per_frame=12, batch_size=8, epochs=6, learning_rate=3e-3, augment=False)
+    _, hist = train_spot_model(frames, [synth_frame(seed=50, n=40)], config=cfg, device="cpu")
+    assert hist[-1]["f1"] > 0.7 and hist[-1]["loss"] < hist[0]["loss"]
