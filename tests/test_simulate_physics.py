@@ -383,3 +383,15 @@ def test_rotation_images_record_reflections_where_they_cross_the_sphere():
     np.testing.assert_allclose(np.angle(np.exp(1j * (az_found - az_expected))), 0.0, atol=2e-3)
     tt = geom.two_theta_at(rot["fast"][full], rot["slow"][full])
     np.testing.assert_allclose(tt, 2 * np.arcsin(1.0 / (2 * rot["d"][full])), atol=1e-9)
+
+
+def test_integer_counts_option():
+    geom = DetectorGeometry((64, 64), 0.172, 100.0, (32, 32), 1.0)
+    a = simulate_still(geom, common_crystal("lysozyme"), seed=4)
+    b = simulate_still(geom, common_crystal("lysozyme"), seed=4, dtype="int32")
+    assert b.image.dtype == np.int32 and a.image.dtype == np.float32
+    np.testing.assert_array_equal(a.image, b.image)
+    with pytest.raises(ValueError, match="dtype"):
+        simulate_still(geom, common_crystal("lysozyme"), dtype="uint8")
+    with pytest.raises(ValueError, match="unknown simulation parameter"):
+        simulate_still(geom, common_crystal("lysozyme"), mosaicity=0.2)

@@ -102,6 +102,7 @@ DEFAULT_PARAMS = {
     "dead_fraction": 0.0,
     "hot_fraction": 0.0,
     "marker_values": True,  # -1 on gaps, -2 on dead pixels (CBF)
+    "dtype": "float32",  # or "int32" (CBF-like integer counts)
     "spot_mask_sigma": 1.5,
     "spot_mask_min_photons": 1.0,
     "spot_snr_min": 3.0,
@@ -134,8 +135,8 @@ class SimulatedStill:
 
     Attributes
     ----------
-    image : (n_slow, n_fast) float32 ndarray
-        Detector values (ADU; photons for gain 1).  With ``marker_values``,
+    image : (n_slow, n_fast) float32 (or int32) ndarray
+        Detector values (ADU; photons for gain 1); binary images are 0/1 float32.  With ``marker_values``,
         -1 on gap pixels and -2 on dead ones, as in CBF files.
     pixel_mask : (n_slow, n_fast) uint32 ndarray
         :mod:`napari_xrd.core.masks` bits (gaps, dead, hot).
@@ -274,6 +275,8 @@ def simulate_still(
     p = {**DEFAULT_PARAMS, **params}
     if p["style"] not in ("realistic", "flat", "binary"):
         raise ValueError(f"style must be 'realistic', 'flat' or 'binary', got {p['style']!r}")
+    if p["dtype"] not in ("float32", "int32"):
+        raise ValueError(f"dtype must be 'float32' or 'int32', got {p['dtype']!r}")
     det = _resolve_detector(detector)
     rng = np.random.default_rng(seed)
     shape = geometry.shape
@@ -419,6 +422,8 @@ def simulate_still(
         image[gap] = 0
     if p["marker_values"]:
         _bg.apply_markers(image, pixel_mask)
+    if p["dtype"] == "int32" and p["style"] != "binary":
+        image = np.rint(image).astype(np.int32)
 
     spots = np.zeros(len(photons), dtype=SPOT_DTYPE)
     spots["fast"], spots["slow"] = refl["fast"], refl["slow"]

@@ -149,7 +149,7 @@ def random_still(
         "flat_photons": (_loguniform(rng, 0.3, 40.0) * area) if style == "flat" else 0.0,
         "beamstop": bool(rng.random() < 0.85),
         "beamstop_radius_mm": float(rng.uniform(0.8, 2.5)),
-        "beamstop_offset_px": tuple(float(v) for v in rng.normal(0.0, 0.3, 2) / math.sqrt(area)),
+        "beamstop_offset_px": tuple(float(v) for v in rng.normal(0.0, 0.15, 2) / geometry.pixel_size),
         "beamstop_arm_angle_deg": float(rng.uniform(-180, 180)),
         "beamstop_arm_width_mm": float(rng.uniform(0.6, 2.0)),
         "beamstop_transmission": float(rng.uniform(0.0, 0.05)),
@@ -166,8 +166,9 @@ def random_still(
             ccd_psf_px=float(rng.uniform(0.3, 1.0)) / math.sqrt(area) if area < 4 else 0.0,
         )
     else:
-        p.update(gain=1.0, read_noise=0.0, offset=0.0, saturation=float(2**20 - 1),
-                 marker_values=bool(rng.random() < 0.5))
+        markers = bool(rng.random() < 0.5)
+        p.update(gain=1.0, read_noise=0.0, offset=0.0, saturation=float(2**20 - 1), marker_values=markers,
+                 dtype="int32" if markers else "float32")
     p.update(overrides)
 
     if isinstance(anomalies, str) and anomalies == "random":
