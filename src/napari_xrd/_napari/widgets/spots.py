@@ -1,0 +1,237 @@
+"""Spot-finding dock widget: DIALS dispersion or the U-Net, on one frame or all.
+
+The computation runs in a napari ``thread_worker`` (a generator that yields
+progress and one result per frame); results reach the layers only through
+the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
+widget keeps one Labels layer (the spot mask, same shape as the image, so a
+frame of a stack is written in place and other frames are left alone) and
+one Points layer (centroids with features intensity, d, size, frame).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+
+from napari_xrd.core.coords import dials_to_napari
+
+__all__ = ["SpotsWidget", "shell_table"]
+
+
+def shell_table(d, *, n_shells: int = 8) -> list[tuple[float, float, int]]:
+    """Spots per resolution shell, shells equal in 1/d² (as in merging statistics).
+
+    Parameters
+    ----------
+    d : (n,) array_like
+        Resolution of each spot (Å); NaN/inf are ignored.
+
+    Returns
+    -------
+    list of (d_max, d_min, count)
+        Low to high resolution.
+    """
+    d = np.asarray(d, float)
+    d = d[np.isfinite(d) & (d > 0)]
+    if d.size == 0:
+        return []
+    s2 = 1.0 / d**2
+    edges = np.linspace(s2.min(), s2.max() * (1 + 1e-9), n_shells + 1)
+    counts, _ = np.histogram(s2, bins=edges)
+    out = []
+    for lo, hi, c in zip(edges[:-1], edges[1:], counts):
+        out.append((float(1 / np.sqrt(lo)) if lo > 0 else float("inf"), float(1 / np.sqrt(hi)), int(c)))
+    return out
+
+
+def _format_shells(rows) -> str:
+    if not rows:
+        return "no spots with a resolution"
+    lines = ["d max – d min (Å)   spots"]
+    for dmax, dmin, c in rows:
+        lines.append(f"{dmax:7.2f} – {dmin:5.2f}   {c:5d}  " + "▇" * min(c, 40))
+    return "\n".join(lines)
+
+
+def _model_choices(_=None):
+    from napari_xrd.core.models.weights import list_models
+
+    return ["default"] + [c.name for c in list_models(task="spots")]
+
+
+class SpotsWidget(Container):
+    """Dock widget: find Bragg spots in the selected image layer."""
+
+    def __init__(self, napari_viewer):
+        self._viewer = napari_viewer
+        self._image = ComboBox(label="image", choices=self._image_choices)
+        self._method = ComboBox(label="method", choices=["dispersion", "unet"], value="dispersion")
+        self._sigma = FloatSpinBox(label="sigma strong", min=0.5, max=20.0, step=0.5, value=3.0,
+                                   tooltip="dispersion: strong-pixel sigma (DIALS sigma_strong)")
+        self._gain = FloatSpinBox(label="gain", min=0.01, max=100.0, step=0.1, value=1.0,
+                                  tooltip="dispersion: detector gain")
+        self._threshold = FloatSpinBox(label="probability", min=0.05, max=0.95, step=0.05, value=0.5,
+                                       tooltip="U-Net: probability threshold for spot pixels")
+        self._model = ComboBox(label="model", choices=_model_choices, tooltip="U-Net model")
+        self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
+        self._run = PushButton(text="Find spots")
+        self._cancel = PushButton(text="Cancel", enabled=False)
+        self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
+        self._count = Label(label="spots", value="")
+        self._shells = Label(label="shells", value="")
+        super().__init__(
+            widgets=[
+                self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._frames,
+                self._run, self._cancel, self._progress, self._count, self._shells,
+            ]
+        )
+        self._worker = None
+        self._cancel_requested = False
+        self._tables: dict[tuple[str, int], object] = {}
+        self._method.changed.connect(self._update_enabled)
+        self._run.clicked.connect(self.run)
+        self._cancel.clicked.connect(self.cancel)
+        napari_viewer.layers.events.inserted.connect(self._refresh)
+        napari_viewer.layers.events.removed.connect(self._refresh)
+        self._update_enabled()
+
+    # ------------------------------------------------------------ choices
+    def _image_choices(self, _=None):
+        from napari.layers import Image
+
+        return [(ly.name, ly) for ly in self._viewer.layers if isinstance(ly, Image)]
+
+    def _refresh(self, event=None):
+        self._image.reset_choices()
+
+    def _update_enabled(self, _=None):
+        unet = self._method.value == "unet"
+        self._threshold.enabled = unet
+        self._model.enabled = unet
+        self._sigma.enabled = not unet
+        self._gain.enabled = not unet
+
+    # ------------------------------------------------------------ running
+    def _frame_indices(self, layer) -> list[int]:
+        if layer.data.ndim == 2:
+            return [0]
+        if self._frames.value == "all":
+            return list(range(layer.data.shape[0]))
+        return [int(self._viewer.dims.current_step[0])]
+
+    def _options(self) -> dict:
+        if self._method.value == "unet":
+            return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value}
+        return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value)}
+
+    def run(self):
+        """Start spot finding in a worker thread (the Find spots button)."""
+        from napari.qt.threading import thread_worker
+
+        from napari_xrd.core.progress import Cancelled
+        from napari_xrd.core.spots import find_spots
+
+        layer = self._image.value
+        if layer is None:
+            self._count.value = "no image layer"
+            return
+        if self._worker is not None:
+            return
+        frames = self._frame_indices(layer)
+        data = layer.data
+        geometry = layer.metadata.get("geometry")
+        if isinstance(geometry, dict):
+            from napari_xrd.core.geometry import DetectorGeometry
+
+            geometry = DetectorGeometry.from_dict(geometry)
+        pixel_mask = layer.metadata.get("pixel_mask")
+        options = self._options()
+        self._cancel_requested = False
+        is_cancelled = lambda: self._cancel_requested  # noqa: E731
+
+        @thread_worker
+        def work():
+            n = len(frames)
+            for k, f in enumerate(frames):
+                if is_cancelled():
+                    raise Cancelled("cancelled by the user")
+                frame = np.asarray(data if data.ndim == 2 else data[f])
+                res = find_spots(frame, geometry=geometry, pixel_mask=pixel_mask, cancel=is_cancelled, **options)
+                yield {"frame": f, "labels": res.labels, "table": res.table, "done": k + 1, "total": n}
+            return n
+
+        worker = work()
+        self._progress.max = len(frames)
+        self._progress.value = 0
+        self._count.value = "running…"
+        worker.yielded.connect(lambda r: self._show_result(layer, r))
+        worker.errored.connect(self._on_error)
+        worker.finished.connect(self._on_finished)
+        self._worker = worker
+        self._run.enabled = False
+        self._cancel.enabled = True
+        worker.start()
+
+    def cancel(self):
+        """Ask the running worker to stop after the current step."""
+        self._cancel_requested = True
+        if self._worker is not None:
+            self._worker.quit()
+
+    def _on_error(self, exc):
+        from napari_xrd.core.progress import Cancelled
+
+        self._count.value = "cancelled" if isinstance(exc, Cancelled) else f"error: {exc}"
+
+    def _on_finished(self):
+        self._worker = None
+        self._run.enabled = True
+        self._cancel.enabled = False
+        if self._cancel_requested and not self._count.value.startswith("error"):
+            self._count.value = "cancelled"
+
+    # ------------------------------------------------------------ results (GUI thread)
+    def _result_layers(self, layer):
+        from napari.layers import Labels, Points
+
+        lname, pname = f"{layer.name} spots", f"{layer.name} spot centres"
+        labels = self._viewer.layers[lname] if lname in self._viewer.layers else None
+        if not isinstance(labels, Labels) or labels.data.shape != layer.data.shape:
+            if labels is not None:
+                self._viewer.layers.remove(labels)
+            labels = self._viewer.add_labels(np.zeros(layer.data.shape, dtype=np.int32), name=lname, opacity=0.6)
+        points = self._viewer.layers[pname] if pname in self._viewer.layers else None
+        if not isinstance(points, Points):
+            points = self._viewer.add_points(
+                np.zeros((0, layer.data.ndim)), name=pname, size=12, symbol="ring", face_color="transparent",
+                border_color="yellow",
+            )
+        return labels, points
+
+    def _show_result(self, layer, r):
+        labels, points = self._result_layers(layer)
+        f, lab, table = r["frame"], r["labels"], r["table"]
+        if layer.data.ndim == 2:
+            labels.data = lab
+        else:
+            labels.data[f] = lab
+            labels.refresh()
+        self._tables[(layer.name, f)] = table
+        coords, feats = [], {"intensity": [], "d": [], "size": [], "frame": []}
+        for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
+            if name != layer.name or len(t) == 0:
+                continue
+            rc = dials_to_napari(t.fast_slow())
+            if layer.data.ndim == 3:
+                rc = np.column_stack([np.full(len(rc), fr), rc])
+            coords.append(rc)
+            feats["intensity"].append(t["intensity"])
+            feats["d"].append(t["d"])
+            feats["size"].append(t["size"])
+            feats["frame"].append(np.full(len(t), fr))
+        data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))
+        points.data = data
+        points.features = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in feats.items()}
+        self._progress.value = r["done"]
+        self._count.value = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
+        self._shells.value = _format_shells(shell_table(table["d"]))

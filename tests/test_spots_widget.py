@@ -1,0 +1,96 @@
+"""Spot-finding dock widget: worker thread, Labels/Points layers, frames of a stack."""
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+
+from napari_xrd.core.coords import dials_to_napari  # noqa: E402
+from napari_xrd.core.geometry import DetectorGeometry  # noqa: E402
+from napari_xrd.core.masks import GAP  # noqa: E402
+from napari_xrd.core.spots import find_spots  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def _frame(seed, shape=(96, 120), n=8):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lam = np.full(shape, 8.0)
+    for y, x in rng.uniform(8, [shape[0] - 8, shape[1] - 8], (n, 2)):
+        lam += 300 / (2 * np.pi) * np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / 2)
+    return rng.poisson(lam).astype(np.float32)
+
+
+def _add_image(viewer, data):
+    geom = DetectorGeometry(shape=data.shape[-2:], pixel_size=0.172, distance=150.0, beam_center=(60.0, 48.0),
+                            wavelength=1.0)
+    pm = np.zeros(data.shape[-2:], np.uint32)
+    pm[:, 58:61] = GAP
+    return viewer.add_image(data, name="img", metadata={"geometry": geom, "pixel_mask": pm}), geom, pm
+
+
+def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    viewer = make_napari_viewer()
+    img = _frame(0)
+    layer, geom, pm = _add_image(viewer, img)
+    w = SpotsWidget(viewer)
+    assert w._image.value is layer
+    w._method.value = "dispersion"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=20000)
+    expected = find_spots(img, geometry=geom, pixel_mask=pm)
+    np.testing.assert_array_equal(viewer.layers["img spots"].data, expected.labels)
+    pts = viewer.layers["img spot centres"]
+    np.testing.assert_allclose(pts.data, dials_to_napari(expected.table.fast_slow()))
+    np.testing.assert_allclose(pts.features["d"], expected.table["d"])
+    np.testing.assert_array_equal(pts.features["size"], expected.table["size"])
+    assert expected.table.n_spots > 0 and str(expected.table.n_spots) in w._count.value
+    assert "spots" in w._shells.value
+
+
+def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    viewer = make_napari_viewer()
+    stack = np.stack([_frame(s) for s in (1, 2, 3)])
+    _add_image(viewer, stack)
+    viewer.dims.set_current_step(0, 1)
+    w = SpotsWidget(viewer)
+    w._frames.value = "current"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=20000)
+    lab = viewer.layers["img spots"].data
+    assert lab.shape == stack.shape
+    assert lab[1].any() and not lab[0].any() and not lab[2].any()
+    assert np.all(viewer.layers["img spot centres"].data[:, 0] == 1)
+    # then all frames: every frame gets its spots, points carry their frame
+    w._frames.value = "all"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and viewer.layers["img spots"].data[2].any(), timeout=30000)
+    frames = viewer.layers["img spot centres"].features["frame"]
+    assert set(np.unique(frames)) == {0, 1, 2}
+
+
+def test_widget_cancel(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    viewer = make_napari_viewer()
+    _add_image(viewer, np.stack([_frame(s) for s in range(6)]))
+    w = SpotsWidget(viewer)
+    w._frames.value = "all"
+    w.run()
+    w.cancel()
+    qtbot.waitUntil(lambda: w._worker is None, timeout=20000)
+    assert w._run.enabled
+
+
+def test_shell_table_counts():
+    from napari_xrd._napari.widgets.spots import shell_table
+
+    rows = shell_table([10.0, 5.0, 2.0, 2.1, np.nan], n_shells=4)
+    assert sum(r[2] for r in rows) == 4
+    assert rows[0][0] == pytest.approx(10.0) and rows[-1][1] == pytest.approx(2.0)
+    assert shell_table([]) == []
