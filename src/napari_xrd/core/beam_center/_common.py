@@ -53,18 +53,18 @@ def block_mean(image, *, pixel_mask=None, out_shape=None, factor=None, valid=Non
         data = np.asarray(image, dtype=np.float32)
     n_slow, n_fast = data.shape
     if out_shape is None:
-        out_shape = (n_slow // factor, n_fast // factor)
-        rs = np.arange(out_shape[0]) * factor
-        cs = np.arange(out_shape[1]) * factor
-        data = data[: out_shape[0] * factor, : out_shape[1] * factor]
-        valid = valid[: out_shape[0] * factor, : out_shape[1] * factor]
+        h, w = n_slow // factor, n_fast // factor
+        d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
+        s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
+        c = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3))
+        sizes = factor * factor
     else:
         rs = _edges(n_slow, out_shape[0])
         cs = _edges(n_fast, out_shape[1])
-    v = valid.astype(np.float32)
-    s = np.add.reduceat(np.add.reduceat(np.where(valid, data, 0.0), rs, axis=0), cs, axis=1)
-    c = np.add.reduceat(np.add.reduceat(v, rs, axis=0), cs, axis=1)
-    sizes = np.diff(np.append(rs, data.shape[0]))[:, None] * np.diff(np.append(cs, data.shape[1]))[None, :]
+        v = valid.astype(np.float32)
+        s = np.add.reduceat(np.add.reduceat(np.where(valid, data, 0.0), rs, axis=0), cs, axis=1)
+        c = np.add.reduceat(np.add.reduceat(v, rs, axis=0), cs, axis=1)
+        sizes = np.diff(np.append(rs, n_slow))[:, None] * np.diff(np.append(cs, n_fast))[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(c > 0, s / np.maximum(c, 1), 0.0).astype(np.float32)
     return out, c >= 0.25 * sizes

@@ -44,27 +44,41 @@ def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float =
 
     hi = masked_blur(x, smooth) if smooth > 0 else x
     p = np.where(valid, hi - masked_blur(x, sigma), 0.0)
-    # spots dominate a raw high-pass; compress the tails so rings count too
-    scale = np.percentile(np.abs(p[valid]), 99) if valid.any() else 1.0
-    return np.clip(p, -scale, scale).astype(np.float32)
+    # a blur near the image border is biased by the background's slope:
+    # taper the border (width 2 sigma) so it cannot look symmetric
+    h, w = p.shape
+    ramp_r = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / (2 * sigma), 0, 1)
+    ramp_c = np.clip(np.minimum(np.arange(w), np.arange(w)[::-1]) / (2 * sigma), 0, 1)
+    p = p * ramp_r[:, None] * ramp_c[None, :]
+    # compress the brightest tails (hot pixels, saturated spots), unit RMS
+    if not valid.any():
+        return p.astype(np.float32)
+    scale = np.percentile(np.abs(p[valid]), 99.9)
+    p = np.clip(p, -scale, scale)
+    return (p / (np.sqrt(np.mean(p[valid] ** 2)) + 1e-12)).astype(np.float32)
 
 
 def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Beamstop shadow and other dark regions: far below the local level."""
-    from scipy.ndimage import binary_dilation, median_filter, zoom
+    """Beamstop shadow, its arm and other dark regions: far below the local level.
+
+    Worked out on a ~512-pixel binned image (level: masked Gaussian blur;
+    dark: below 30% of it; grown by two bins to cover the edges) and expanded
+    back, so it costs little on a 16M frame.
+    """
+    from scipy.ndimage import binary_dilation, gaussian_filter
 
     h, w = data.shape
-    f = max(1, int(max(h, w) // 64))
+    f = max(1, int(max(h, w) // 512))
     small, ok = block_mean(data, valid=valid, factor=f)
-    level = median_filter(np.where(ok, small, np.nan), size=9, mode="nearest")
-    level = np.where(np.isfinite(level), level, np.nanmedian(small[ok]) if ok.any() else 0)
-    thr = zoom(level, (h / level.shape[0], w / level.shape[1]), order=1)
-    thr = np.pad(thr, ((0, max(0, h - thr.shape[0])), (0, max(0, w - thr.shape[1]))), mode="edge")[:h, :w]
-    dark = valid & (data < 0.25 * thr)
-    from scipy.ndimage import uniform_filter
-
-    frac = uniform_filter(dark.astype(np.float32), 5)
-    return binary_dilation(frac > 0.6, iterations=2)
+    wgt = ok.astype(np.float32)
+    num = gaussian_filter(np.where(ok, small, 0), 8.0, mode="nearest")
+    den = gaussian_filter(wgt, 8.0, mode="nearest")
+    level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
+    dark = ok & (small < 0.3 * level)
+    dark = binary_dilation(dark, iterations=2)
+    rows = np.minimum(np.arange(h) // f, dark.shape[0] - 1)
+    cols = np.minimum(np.arange(w) // f, dark.shape[1] - 1)
+    return dark[rows[:, None], cols[None, :]]
 
 
 def symmetry_score_map(p: np.ndarray, valid: np.ndarray, *, min_overlap: float = 0.2) -> np.ndarray:
@@ -95,7 +109,8 @@ def symmetry_score_map(p: np.ndarray, valid: np.ndarray, *, min_overlap: float =
     den = irfft2(fp2 * fm, shape)[: 2 * h - 1, : 2 * w - 1]
     overlap = irfft2(fm * fm, shape)[: 2 * h - 1, : 2 * w - 1]
     with np.errstate(invalid="ignore", divide="ignore"):
-        score = num / den
+        # small overlaps give noisy correlations: weight by sqrt(overlap fraction)
+        score = num / den * np.sqrt(np.clip(overlap / m.sum(), 0, 1))
     score[(overlap < min_overlap * m.sum()) | (den <= 0)] = np.nan
     return score
 
@@ -133,6 +148,7 @@ def centrosymmetry_center(
     coarse_size: int = 384,
     fine_half_width: int = 320,
     search_radius_px: float | None = None,
+    remove_shadow: bool = True,
 ) -> tuple[tuple[float, float], dict]:
     """Beam centre as the centre of point symmetry of the image.
 
@@ -151,6 +167,8 @@ def centrosymmetry_center(
         Half size in full-resolution pixels of the crop for the fine search.
     search_radius_px : float, optional
         Coarse search radius about ``start`` in full-resolution pixels.
+    remove_shadow : bool
+        Leave out the beamstop shadow and its arm (found as dark regions).
 
     Returns
     -------
@@ -163,11 +181,13 @@ def centrosymmetry_center(
     """
     data, valid = check_image(image, pixel_mask)
     n_slow, n_fast = data.shape
-    valid = valid & ~_shadow(data, valid)
+    if remove_shadow:
+        valid = valid & ~_shadow(data, valid)
     # ---- coarse: whole binned image
     f = max(1, int(np.ceil(max(n_slow, n_fast) / coarse_size)))
     small, ok = block_mean(data, valid=valid, factor=f)
-    p = _highpass(small, ok, sigma=12.0, smooth=1.0)
+    # spot-scale plus ring-scale detail
+    p = _highpass(small, ok, sigma=2.0) + _highpass(small, ok, sigma=12.0, smooth=1.0)
     score = symmetry_score_map(p, ok)
     near = rad = None
     if start is not None and search_radius_px is not None:
@@ -186,16 +206,18 @@ def centrosymmetry_center(
     sharp = float("nan")
     fine_val = coarse_val
     if cvalid.sum() > 1000:
-        pf = _highpass(crop, cvalid, sigma=4.0)
+        pf = _highpass(crop, cvalid, sigma=6.0, smooth=0.7)
         fs = symmetry_score_map(pf, cvalid, min_overlap=0.1)
         near_f = (2 * (c_row - r0), 2 * (c_col - q0))
-        fi, fj, fine_val = _peak(fs, near_f, 2.5 * f + 4)
+        fi, fj, fine_val = _peak(fs, near_f, 1.5 * f + 2)
         if np.isfinite(fine_val):
             result = (q0 + fj / 2 + 0.5, r0 + fi / 2 + 0.5)
             ii, jj = int(round(fi)), int(round(fj))
             blk = fs[max(ii - 6, 0) : ii + 7, max(jj - 6, 0) : jj + 7]
             base = np.nanmedian(blk)
             sharp = float(fine_val - base)
+            if not sharp > 0.015:  # no clear symmetric detail at full resolution
+                result = coarse
     # peak width in s is ~ the feature size; in c it is half that
     unc = 0.5 if np.isfinite(sharp) and sharp > 0.05 else 2.0 * f
     details = {

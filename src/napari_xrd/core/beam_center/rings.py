@@ -81,7 +81,7 @@ def find_rings(
     geometry: DetectorGeometry,
     *,
     max_rings: int = 8,
-    min_snr: float = 6.0,
+    min_snr: float = 5.0,
     target_size: int = 640,
 ) -> list[tuple[float, float]]:
     """Find ring-like maxima of the radial profile.
@@ -138,15 +138,21 @@ def find_rings(
     base = gaussian_filter1d(minimum_filter1d(prof, base_w, mode="nearest"), base_w / 4, mode="nearest")
     base = np.minimum(base, prof)
     sig = prof - base
-    noise = 1.4826 * np.median(np.abs(np.diff(prof[good]))) / math.sqrt(2) + 1e-6
-    peaks, props = find_peaks(sig, prominence=min_snr * noise, width=(1, None))
-    # ignore the beamstop region: the first 2% of the radial range
-    keep = [k for k in range(len(peaks)) if peaks[k] > 0.02 * n_tt and good[peaks[k]]]
-    peaks = peaks[keep]
-    prom = props["prominences"][keep]
-    widths = props["widths"][keep]
-    order = np.argsort(prom)[::-1][:max_rings]
-    return [(float(tt[peaks[k]]), float(max(widths[k], 2.0) * dtt)) for k in order]
+    noise = 1.4826 * np.median(np.abs(prof - gaussian_filter1d(prof, 2.0))) + 1e-6
+    found = {}
+    # peaks above the rolling baseline (sharp rings) and of the profile itself (broad rings)
+    for curve in (sig, prof):
+        peaks, props = find_peaks(curve, prominence=min_snr * noise, width=(1, None))
+        for k, pk in enumerate(peaks):
+            # ignore the beamstop region: the first 3% of the radial range
+            if pk <= 0.03 * n_tt or not good[pk]:
+                continue
+            near = [q for q in found if abs(q - pk) <= max(2, props["widths"][k] / 2)]
+            if near:
+                continue
+            found[pk] = (props["prominences"][k], props["widths"][k])
+    order = sorted(found, key=lambda q: -found[q][0])[:max_rings]
+    return [(float(tt[q]), float(max(found[q][1], 2.0) * dtt)) for q in order]
 
 
 def ring_points(
@@ -198,36 +204,47 @@ def ring_points(
         prof = np.nanmedian(vals, axis=1)  # (n_sectors, n_tt)
     out_tt = np.full(n_sectors, np.nan)
     n = len(tt)
-    e = max(3, n // 6)
     x = np.arange(n, dtype=float)
+    good = np.isfinite(prof).sum(axis=1) >= 0.75 * n
+    if good.sum() < 8:
+        return np.empty((0, 2))
+    # each sector's profile minus the straight line through its ends
+    e = max(2, n // 10)
+    filled = np.empty_like(prof)
     for k in range(n_sectors):
         p = prof[k]
-        if np.isnan(p).sum() > n // 4:
-            continue
         okp = np.isfinite(p)
-        p = np.interp(x, x[okp], p[okp])
-        left, right = np.median(p[:e]), np.median(p[-e:])
-        base = left + (right - left) * x / (n - 1)
-        r = p - base
-        noise = 1.4826 * np.median(np.abs(np.diff(p))) / math.sqrt(2) + 1e-9
-        ps = np.convolve(r, [0.25, 0.5, 0.25], mode="same")
-        m = int(np.argmax(ps[e:-e])) + e
-        if ps[m] < min_snr * noise:
+        filled[k] = np.interp(x, x[okp], p[okp]) if okp.sum() >= 2 else 0.0
+    left = np.median(filled[:, :e], axis=1)[:, None]
+    right = np.median(filled[:, -e:], axis=1)[:, None]
+    resid = filled - (left + (right - left) * x[None, :] / (n - 1))
+    template = np.median(resid[good], axis=0)
+    t_ref = float(np.sum(x * np.clip(template, 0, None)) / max(np.sum(np.clip(template, 0, None)), 1e-12))
+    noise = 1.4826 * np.median(np.abs(np.diff(resid, axis=1)), axis=1) / math.sqrt(2) + 1e-9
+    if np.max(template) < min_snr * np.median(noise[good]) / math.sqrt(n_rays):
+        return np.empty((0, 2))
+    # shift of each sector against the template: normalised cross-correlation
+    max_lag = n // 4
+    lags = np.arange(-max_lag, max_lag + 1)
+    tc = template - template.mean()
+    for k in np.flatnonzero(good):
+        r = resid[k]
+        if r.max() < min_snr * noise[k]:
             continue
-        half = ps[m] / 2
-        lo = m
-        while lo > 0 and ps[lo - 1] > half:
-            lo -= 1
-        hi = m
-        while hi < n - 1 and ps[hi + 1] > half:
-            hi += 1
-        if lo == 0 or hi == n - 1:
+        cc = np.empty(len(lags))
+        for i, L in enumerate(lags):
+            if L >= 0:
+                a_, b_ = r[L:], tc[: n - L]
+            else:
+                a_, b_ = r[: n + L], tc[-L:]
+            a_ = a_ - a_.mean()
+            cc[i] = np.dot(a_, b_ - b_.mean()) / (np.linalg.norm(a_) * np.linalg.norm(b_ - b_.mean()) + 1e-12)
+        i = int(np.argmax(cc))
+        if i == 0 or i == len(cc) - 1 or cc[i] < 0.3:
             continue
-        w = np.clip(r[lo : hi + 1] - half, 0, None)
-        if w.sum() <= 0:
-            continue
-        pos = float((x[lo : hi + 1] * w).sum() / w.sum())
-        out_tt[k] = tt[0] + pos * (tt[1] - tt[0])
+        den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
+        d = 0.5 * (cc[i - 1] - cc[i + 1]) / den if den < 0 else 0.0
+        out_tt[k] = tt[0] + (t_ref + lags[i] + d) * (tt[1] - tt[0])
     sel = np.isfinite(out_tt)
     if not sel.any():
         return np.empty((0, 2))
@@ -312,6 +329,11 @@ def fit_rings(
             cov = np.full((len(x0), len(x0)), np.inf)
         return sol.x, cov, float(np.sqrt(np.mean(r[inlier] ** 2))), dof
 
+    # one ring's ellipse gives |tilt| only up to a sign that trades off against
+    # the centre; tilt needs rings at two or more 2θ
+    spread = float(np.ptp(tt0)) if n_r > 1 else 0.0
+    if n_r < 2 or spread < math.radians(1.0):
+        fit_tilt = False
     x, cov, rms, _ = run(fit_tilt)
     tilt_ok = fit_tilt
     if fit_tilt:

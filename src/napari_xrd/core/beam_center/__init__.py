@@ -1,0 +1,298 @@
+"""Beam centre and detector tilt from the diffraction image itself.
+
+One entry point, :func:`estimate_beam_center`, combines
+
+* a coarse start: the ResNet of :mod:`napari_xrd.core.models.resnet_center`
+  (when its weights and torch are there) or the whole-image symmetry search;
+* :mod:`.friedel`: the centre of point symmetry of the pattern (Friedel's
+  law), coarse-to-fine and sub-pixel, which works on spot-only and
+  flat-background frames;
+* :mod:`.rings`: a direct fit of beam centre, pitch and yaw to the rings
+  (water, ice, any powder), which gives the tilt and the most precise centre;
+* :mod:`.heuristic`: the seed-004 baseline, available as ``method="heuristic"``.
+
+The header's beam centre is never used as an answer, and only loosely as a
+start: headers can be off by millimetres.  Its distance, wavelength and pixel
+size are used.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from napari_xrd.core.geometry import DetectorGeometry
+
+__all__ = ["BeamCenterResult", "estimate_beam_center", "METHODS"]
+
+METHODS = ("auto", "rings", "friedel", "resnet", "heuristic")
+
+
+@dataclass
+class BeamCenterResult:
+    """What :func:`estimate_beam_center` found.
+
+    Attributes
+    ----------
+    beam_center_px : (float, float)
+        ``(fast, slow)`` pixels, corner convention (first pixel's centre is
+        ``(0.5, 0.5)``).
+    beam_center_mm : (float, float)
+        Same point in mm from the corner of the first pixel.
+    pitch_deg, yaw_deg : float
+        Detector rotations about its fast and slow axes (see
+        :mod:`napari_xrd.core.geometry` for signs); 0 when not determined.
+    tilt_deg, tilt_direction_deg : float
+        Angle between beam and detector normal; direction ``atan2(slow,
+        fast)`` towards which the detector comes nearest the sample.
+    uncertainty_px : float
+        1-σ uncertainty of the beam centre, pixels.
+    tilt_uncertainty_deg : float or None
+        1-σ uncertainty of pitch/yaw; None when the tilt was not determinable
+        from this image (then pitch and yaw are reported as 0).
+    tilt_determined : bool
+    method : str
+        Which estimator gave the answer, e.g. ``"rings"``, ``"friedel"``.
+    geometry : DetectorGeometry
+        The input geometry with the estimated centre and tilt.
+    details : dict
+        Per-stage numbers (coarse centres, ring count, residuals, timings).
+    """
+
+    beam_center_px: tuple[float, float]
+    beam_center_mm: tuple[float, float]
+    pitch_deg: float
+    yaw_deg: float
+    tilt_deg: float
+    tilt_direction_deg: float
+    uncertainty_px: float
+    tilt_uncertainty_deg: float | None
+    tilt_determined: bool
+    method: str
+    geometry: DetectorGeometry
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-friendly dict (the CLI prints this)."""
+
+        def clean(v):
+            if isinstance(v, float) and not math.isfinite(v):
+                return None
+            if isinstance(v, (np.floating, np.integer)):
+                return clean(v.item())
+            if isinstance(v, dict):
+                return {k: clean(x) for k, x in v.items()}
+            if isinstance(v, (list, tuple)):
+                return [clean(x) for x in v]
+            return v
+
+        return clean(
+            {
+                "beam_center_px": list(self.beam_center_px),
+                "beam_center_mm": list(self.beam_center_mm),
+                "pitch_deg": self.pitch_deg,
+                "yaw_deg": self.yaw_deg,
+                "tilt_deg": self.tilt_deg,
+                "tilt_direction_deg": self.tilt_direction_deg,
+                "uncertainty_px": self.uncertainty_px,
+                "tilt_uncertainty_deg": self.tilt_uncertainty_deg,
+                "tilt_determined": self.tilt_determined,
+                "method": self.method,
+                "details": self.details,
+            }
+        )
+
+
+def _default_geometry(shape) -> DetectorGeometry:
+    from napari_xrd.core.detectors import identify_detector
+
+    det = identify_detector(tuple(shape))
+    pixel = det.pixel_size if det is not None else 0.1
+    return DetectorGeometry(
+        shape=tuple(shape), pixel_size=pixel, distance=200.0, beam_center=(shape[1] / 2, shape[0] / 2), wavelength=1.0
+    )
+
+
+def _resnet(data, valid, *, model="default"):
+    """ResNet coarse estimate, or None when torch or the weights are missing."""
+    try:
+        import torch
+
+        from napari_xrd.core.models.resnet_center import decode_outputs
+        from napari_xrd.core.models.weights import WeightsError, load_model
+        from napari_xrd.core.training.beam_center import model_input
+    except ImportError:
+        return None
+    try:
+        net, card = load_model(model, task="beam-center", device="cpu")
+    except WeightsError:
+        return None
+    size = int(card.card.get("config", {}).get("size", 128))
+    x = model_input(np.where(valid, data, -1), pixel_mask=(~valid).astype(np.uint32), size=size)
+    with torch.no_grad():
+        out = net(torch.from_numpy(x)[None, None]).numpy()[0]
+    res = decode_outputs(out, data.shape)
+    res["model"] = card.name
+    return res
+
+
+def _result(geometry, *, uncertainty, tilt_sigma, tilt_ok, method, details) -> BeamCenterResult:
+    g = geometry if tilt_ok else geometry.replace(pitch=0.0, yaw=0.0)
+    return BeamCenterResult(
+        beam_center_px=tuple(float(v) for v in g.beam_center),
+        beam_center_mm=tuple(float(v) for v in g.beam_center_mm),
+        pitch_deg=float(g.pitch),
+        yaw_deg=float(g.yaw),
+        tilt_deg=float(g.tilt_deg),
+        tilt_direction_deg=float(g.tilt_direction_deg),
+        uncertainty_px=float(uncertainty),
+        tilt_uncertainty_deg=float(tilt_sigma) if tilt_ok else None,
+        tilt_determined=bool(tilt_ok),
+        method=method,
+        geometry=g,
+        details=details,
+    )
+
+
+def estimate_beam_center(
+    image,
+    *,
+    geometry: DetectorGeometry | None = None,
+    pixel_mask=None,
+    method: str = "auto",
+    model: str = "default",
+    fit_tilt: bool = True,
+    progress=None,
+    cancel=None,
+) -> BeamCenterResult:
+    """Estimate beam centre and detector tilt from one frame.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        One frame (counts); negative values are treated as masked.
+    geometry : DetectorGeometry, optional
+        Header geometry: its distance, wavelength and pixel size are used, its
+        beam centre only as a loose start for the ResNet-free path.  Without
+        it a catalogue pixel size (or 0.1 mm), 200 mm and 1 Å are assumed,
+        which affects the tilt's scale but not the centre.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        Non-zero where a pixel is not a measurement (gaps, dead, hot...).
+    method : {"auto", "rings", "friedel", "resnet", "heuristic"}
+        ``"auto"``: coarse start (ResNet if available), symmetry centre, then
+        ring fit when rings are present.  The others force one estimator.
+    model : str
+        Beam-centre model name or path for the ResNet (``"default"``).
+    fit_tilt : bool
+        Fit pitch and yaw to the rings (otherwise held at 0).
+    progress, cancel : callables, optional
+        See :mod:`napari_xrd.core.progress`.
+
+    Returns
+    -------
+    BeamCenterResult
+
+    Examples
+    --------
+    >>> from napari_xrd.core.training.beam_center import render_frame
+    >>> g = DetectorGeometry((400, 400), 0.5, 150.0, (205.3, 193.8), 1.0)
+    >>> img, mask = render_frame(g, water=1.0, n_spots=50, gaps=False, seed=1)
+    >>> r = estimate_beam_center(img, geometry=g.replace(beam_center=(200, 200)), pixel_mask=mask)
+    >>> bool(abs(r.beam_center_px[0] - 205.3) < 1 and abs(r.beam_center_px[1] - 193.8) < 1)
+    True
+    """
+    from napari_xrd.core.beam_center._common import check_image
+    from napari_xrd.core.beam_center.friedel import _shadow, centrosymmetry_center
+    from napari_xrd.core.beam_center.heuristic import heuristic_beam_center
+    from napari_xrd.core.beam_center.rings import refine_with_rings
+    from napari_xrd.core.progress import check_cancel, report
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    data, valid = check_image(image, pixel_mask)
+    if geometry is None:
+        geometry = _default_geometry(data.shape)
+        assumed = True
+    else:
+        assumed = False
+        if tuple(geometry.shape) != data.shape:
+            raise ValueError(f"geometry shape {geometry.shape} does not match image shape {data.shape}")
+    geometry = geometry.replace(pitch=0.0, yaw=0.0)
+    details: dict = {"assumed_geometry": assumed, "header_beam_center_px": list(geometry.beam_center)}
+    timings: dict = {}
+    t0 = time.perf_counter()
+
+    if method == "heuristic":
+        c, d = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
+        details.update(d)
+        return _result(geometry.replace(beam_center=c), uncertainty=10.0, tilt_sigma=None, tilt_ok=False,
+                       method="heuristic", details=details)
+
+    report(progress, 0, 4, "coarse start")
+    nn = None
+    if method in ("auto", "resnet"):
+        nn = _resnet(data, valid, model=model)
+        timings["resnet_s"] = time.perf_counter() - t0
+        if nn is not None:
+            details["resnet"] = nn
+        elif method == "resnet":
+            raise ValueError("no beam-center model available (weights missing or torch not installed)")
+    if method == "resnet":
+        g = geometry.replace(beam_center=nn["beam_center_px"], pitch=nn["pitch_deg"], yaw=nn["yaw_deg"])
+        return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=nn["tilt_sigma_deg"], tilt_ok=True,
+                       method="resnet", details=details)
+    check_cancel(cancel)
+
+    report(progress, 1, 4, "symmetry centre")
+    t1 = time.perf_counter()
+    valid_ns = valid & ~_shadow(data, valid)
+    start = radius = None
+    if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
+        start, radius = nn["beam_center_px"], max(30.0, 4 * nn["center_sigma_px"])
+    sym, sd = centrosymmetry_center(
+        data, pixel_mask=~valid_ns, start=start, search_radius_px=radius, remove_shadow=False
+    )
+    timings["friedel_s"] = time.perf_counter() - t1
+    details["friedel"] = {"beam_center_px": list(sym), **sd}
+    check_cancel(cancel)
+
+    fit = None
+    if method in ("auto", "rings"):
+        report(progress, 2, 4, "rings")
+        t2 = time.perf_counter()
+        fit = refine_with_rings(data, valid_ns, geometry.replace(beam_center=sym), fit_tilt=fit_tilt)
+        timings["rings_s"] = time.perf_counter() - t2
+        if fit is not None:
+            details["rings"] = {
+                "n_rings": len(fit.two_theta),
+                "d_spacing_A": [geometry.wavelength / (2 * math.sin(t / 2)) for t in fit.two_theta],
+                "points": fit.n_points,
+                "rms_px": fit.rms_px,
+                "center_sigma_px": fit.center_sigma_px,
+                "tilt_sigma_deg": fit.tilt_sigma_deg,
+            }
+    report(progress, 3, 4, "deciding")
+    timings["total_s"] = time.perf_counter() - t0
+    details["timings"] = timings
+    if fit is not None and np.isfinite(fit.center_sigma_px) and fit.center_sigma_px < 2.0:
+        shift = math.hypot(fit.geometry.beam_center[0] - sym[0], fit.geometry.beam_center[1] - sym[1])
+        details["rings"]["shift_from_symmetry_centre_px"] = shift
+        unc = max(fit.center_sigma_px, 0.05)
+        if fit.tilt_determined and fit.tilt_sigma_deg > 0.25:
+            unc = max(unc, fit.tilt_sigma_deg * 3.0)  # centre of a poorly tilted fit is less sure
+        return _result(
+            fit.geometry,
+            uncertainty=unc,
+            tilt_sigma=fit.tilt_sigma_deg,
+            tilt_ok=fit.tilt_determined,
+            method="rings" if fit.tilt_determined else "rings (tilt not determined)",
+            details=details,
+        )
+    if method == "rings":
+        raise ValueError("no usable powder or water ring found in the image; try method='friedel'")
+    report(progress, 4, 4, "done")
+    return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None, tilt_ok=False,
+                   method="friedel", details=details)
