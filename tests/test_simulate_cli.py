@@ -52,3 +52,24 @@ def test_simulate_options_reach_the_examples(tmp_path):
 def test_simulate_bad_options_fail_clearly(tmp_path, capsys, args, message):
     assert main(["simulate", str(tmp_path / "x"), "--n", "1", "--quiet", *args]) == 1
     assert message in capsys.readouterr().err
+
+
+def test_cancel_keeps_finished_examples(tmp_path):
+    from napari_xrd.core.progress import Cancelled
+    from napari_xrd.core.simulate.generate import write_simulated_dataset
+
+    calls = []
+
+    def progress(done, total, message):
+        calls.append((done, total))
+
+    with pytest.raises(Cancelled):
+        write_simulated_dataset(tmp_path, 10, seed=1, workers=1, shape=(48, 48), progress=progress,
+                                cancel=lambda: len(calls) > 3)
+    assert calls[0] == (0, 10) and calls[-1] == (3, 10)
+    assert len(open_dataset(tmp_path)) == 3
+
+
+def test_progress_bar_runs(tmp_path, capsys):
+    assert main(["simulate", str(tmp_path), "--n", "2", "--size", "48", "--workers", "1"]) == 0
+    assert "wrote 2 simulated images" in capsys.readouterr().out  # (tqdm hides its bar when not on a terminal)

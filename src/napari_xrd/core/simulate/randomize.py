@@ -142,7 +142,7 @@ def random_still(
         "spot_sigma_mm": float(rng.uniform(0.02, 0.08)),
         "psf_px": float(rng.uniform(0.3, 1.2)) / math.sqrt(area),
         "intensity_scale": _loguniform(rng, 300.0, 3e4),
-        "air_photons": _loguniform(rng, 0.2, 20.0) * area,
+        "air_photons": _loguniform(rng, 0.1, 5.0) * area,
         "air_decay_deg": float(rng.uniform(2.0, 8.0)),
         "solvent_photons": _loguniform(rng, 0.2, 20.0) * area,
         "solvent_falloff_d": float(rng.uniform(2.0, 4.0)),
