@@ -165,13 +165,13 @@ def read_scroll(master):
     peak = _peak_rss_mb()
     frame_mb = image.frame_shape[0] * image.frame_shape[1] * image.dtype.itemsize / 1e6
     print(f"[scroll] {image.n_frames} frames of {image.frame_shape[1]} x {image.frame_shape[0]} "
-          f"({frame_mb:.0f} MB each, {image.n_frames * frame_mb / 1e9:.1f} GB in all) read one by one in "
+          f"({frame_mb:.0f} MB each, {image.n_frames * frame_mb / 1e3:.1f} GB in all) read one by one in "
           f"{elapsed:.1f} s ({1e3 * elapsed / image.n_frames:.0f} ms/frame)")
     print(f"[scroll] RSS after imports, before open {rss_start:.0f} MB; while scrolling median {statistics.median(rss):.0f} MB, "
           f"max {max(rss):.0f} MB; process peak (VmHWM) {peak:.0f} MB   (target < 1500 MB)", flush=True)
 
 
-def bench_cbf(tmp, repeats=15):
+def bench_cbf(tmp, repeats=21):
     import fabio
     from fabio.cbfimage import CbfImage
 
