@@ -1,0 +1,222 @@
+"""Spot finding: U-Net vs the DIALS dispersion baseline vs peakfinder8, in one run.
+
+Prints (nothing is asserted):
+
+1. Accuracy on held-out simulated full-size Pilatus 6M stills (water ring, ice
+   rings, beamstop, module gaps, dead pixels; simulator seeds never used for
+   training): recall of true spots with SNR >= 5, precision (a predicted spot
+   is right when a true reflection lies within 3 px), F1, and the mask IoU on
+   spot pixels.
+2. The real ADSC Q4 frame: the fraction of the dispersion finder's spots that
+   the U-Net also finds (within 3 px), and U-Net spots in module seams or the
+   beamstop shadow.
+3. Speed per frame at Pilatus 6M and EIGER 16M sizes (CPU; U-Net / dispersion
+   ratio), and the peak resident memory of full-size CPU U-Net inference
+   (measured in a child process).
+
+peakfinder8 is the compiled ``peakfinder_8`` of the ``ondamonitor`` package,
+called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
+
+Usage::
+
+    python benchmarks/bench_spots.py [--frames 3] [--model default] [--skip-speed]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_xrd.core.spots import find_spots
+from napari_xrd.core.spots.metrics import mask_iou, spot_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+HELD_OUT_SEED = 9000  # training data used simulator seeds 201-206
+
+
+def held_out_pilatus(index: int):
+    """A full-size Pilatus 6M still that no training run has seen."""
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
+
+    return random_still(
+        example_rng(HELD_OUT_SEED, index),
+        detector="pilatus6m",
+        shape=None,
+        anomalies=["background_ring", "ice_ring"],
+        style="realistic",
+        beamstop=True,
+        dead_fraction=3e-4,
+    )
+
+
+def peakfinder8(image, pixel_mask, geometry, *, min_snr=5.0, adc_thresh=10.0, min_pix=2, max_pix=200, bg_radius=3):
+    """Cheetah/OnDA peakfinder8 on the whole frame as one panel; (n, 2) (fast, slow) corner convention."""
+    from om.algorithms._crystallography import peakfinder_8
+
+    img = np.ascontiguousarray(np.nan_to_num(image), dtype=np.float32)
+    mask = np.ascontiguousarray((pixel_mask == 0) if pixel_mask is not None else np.ones(img.shape, bool), dtype=np.int8)
+    ny, nx = img.shape
+    yy, xx = np.mgrid[:ny, :nx]
+    bx, by = geometry.beam_center
+    r = np.ascontiguousarray(np.hypot(xx + 0.5 - bx, yy + 0.5 - by), dtype=np.float32)
+    empty = np.zeros(1, dtype=np.int32)  # radial statistics from every pixel (fast_mode off)
+    out = peakfinder_8(
+        10000, img, mask, r, 0, empty, empty, 0, nx, ny, 1, 1, adc_thresh, min_snr, min_pix, max_pix, bg_radius
+    )
+    fs, ss = np.asarray(out[0], float), np.asarray(out[1], float)
+    return np.column_stack([fs + 0.5, ss + 0.5])  # peakfinder8 indexes pixel centres from 0
+
+
+def accuracy(n_frames: int, model: str):
+    rows = {"unet": [], "dispersion": [], "peakfinder8": []}
+    for i in range(n_frames):
+        still = held_out_pilatus(i)
+        img, pm, geom = still.image, still.pixel_mask, still.geometry
+        spots = still.spots
+        true_xy = np.column_stack([spots["fast"], spots["slow"]])
+        strong = (spots["snr"] >= 5) & spots["in_mask"]
+        valid = pm == 0
+        found = {}
+        found["unet"] = find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu")
+        found["dispersion"] = find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom)
+        for name, res in found.items():
+            s = spot_scores(res.table.fast_slow(), true_xy, radius=3.0, true_weight=strong)
+            s["iou"] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
+            rows[name].append(s)
+        try:
+            pf = peakfinder8(img, pm, geom)
+            s = spot_scores(pf, true_xy, radius=3.0, true_weight=strong)
+            s["iou"] = float("nan")  # peakfinder8 reports positions only
+            rows["peakfinder8"].append(s)
+        except ImportError as exc:
+            rows["peakfinder8"].append({"error": f"ondamonitor not importable: {exc}"})
+        print(f"  frame {i}: {int(strong.sum())} true spots with SNR >= 5 "
+              f"({len(spots)} reflections on the detector)", flush=True)
+    print("\nHeld-out simulated Pilatus 6M frames (full size):")
+    print(f"{'method':<12} {'recall(SNR>=5)':>15} {'precision':>10} {'F1':>7} {'mask IoU':>9} {'pred/frame':>11}")
+    summary = {}
+    for name, rs in rows.items():
+        if rs and "error" in rs[0]:
+            print(f"{name:<12} {rs[0]['error']}")
+            continue
+        # pool the frames: sum hits over frames
+        rec = np.nanmean([r["recall"] for r in rs])
+        prec = np.nanmean([r["precision"] for r in rs])
+        f1 = 2 * rec * prec / (rec + prec) if rec + prec > 0 else 0.0
+        iou = np.nanmean([r["iou"] for r in rs]) if not all(np.isnan(r["iou"]) for r in rs) else float("nan")
+        npred = np.mean([r["n_predicted"] for r in rs])
+        summary[name] = dict(recall=rec, precision=prec, f1=f1, iou=iou)
+        print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
+    return summary
+
+
+def beamstop_shadow(image, geometry, valid):
+    """The dark region around the beam centre (the beamstop and its arm's root)."""
+    from scipy import ndimage
+
+    smooth = ndimage.uniform_filter(np.where(valid, image, np.median(image[valid])).astype(np.float32), 15)
+    dark = smooth < 0.6 * np.median(smooth[valid])
+    lab, _ = ndimage.label(dark)
+    bx, by = geometry.beam_center
+    c = lab[int(by), int(bx)]
+    return lab == c if c else np.zeros(image.shape, bool)
+
+
+def real_adsc(model: str):
+    from napari_xrd.core.io import open_image
+    from napari_xrd.core.spots.metrics import match_spots
+
+    path = ROOT / "sample_data" / "adsc_q4_lysozyme_2002.img.bz2"
+    im = open_image(path)
+    img, pm, geom = im.frame(0), im.pixel_mask, im.geometry
+    valid = np.ones(img.shape, bool) if pm is None else pm == 0
+    disp = find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom)
+    unet = find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu")
+    _, disp_hit = match_spots(unet.table.fast_slow(), disp.table.fast_slow(), radius=3.0)
+    shadow = beamstop_shadow(img, geom, valid)
+    in_seams = int(np.unique(unet.labels[~valid]).size - 1) if (~valid).any() else 0
+    in_shadow = len(set(np.unique(unet.labels[shadow])) - {0})
+    print(f"\nReal ADSC Q4 frame ({path.name}):")
+    print(f"  dispersion spots {disp.table.n_spots}, U-Net spots {unet.table.n_spots}")
+    print(f"  fraction of dispersion spots found by the U-Net (3 px): {disp_hit.mean():.3f}")
+    print(f"  U-Net spots in module seams: {in_seams}; in the beamstop shadow ({int(shadow.sum())} px): {in_shadow}")
+    return {"fraction_found": float(disp_hit.mean()), "in_seams": in_seams, "in_shadow": in_shadow}
+
+
+def _time(fn, repeat=3):
+    ts = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def speed(model: str):
+    import torch
+
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
+
+    print(f"\nSpeed per frame on the CPU ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores):")
+    print(f"{'detector':<10} {'pixels':>10} {'dispersion s':>13} {'U-Net s':>9} {'ratio':>6} {'peakfinder8 s':>14}")
+    out = {}
+    for det in ("pilatus6m", "eiger16m"):
+        still = random_still(example_rng(HELD_OUT_SEED + 500, 0), detector=det, shape=None, style="realistic")
+        img, pm, geom = still.image, still.pixel_mask, still.geometry
+        find_spots(img[:512, :512], method="unet", pixel_mask=pm[:512, :512], model=model, device="cpu")  # warm up
+        td = _time(lambda: find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom))
+        tu = _time(lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu"), 2)
+        try:
+            tp = f"{_time(lambda: peakfinder8(img, pm, geom)):14.2f}"
+        except ImportError:
+            tp = f"{'n/a':>14}"
+        out[det] = {"dispersion_s": td, "unet_s": tu, "ratio": tu / td}
+        print(f"{det:<10} {img.size:>10} {td:>13.2f} {tu:>9.2f} {tu / td:>6.2f} {tp}")
+        if det == "eiger16m":
+            rss = peak_rss(img, pm, model)
+            print(f"  peak RSS of full-size CPU U-Net inference on EIGER 16M (child process): {rss / 1e9:.2f} GB")
+            out["peak_rss_gb"] = rss / 1e9
+    return out
+
+
+def peak_rss(img, pm, model) -> int:
+    with tempfile.TemporaryDirectory() as d:
+        np.save(Path(d) / "img.npy", img)
+        np.save(Path(d) / "pm.npy", pm)
+        code = (
+            "import numpy as np, resource, sys\n"
+            "from napari_xrd.core.spots import find_spots\n"
+            f"img=np.load('{d}/img.npy'); pm=np.load('{d}/pm.npy')\n"
+            f"r=find_spots(img, method='unet', pixel_mask=pm, model={model!r}, device='cpu')\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        )
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        return int(res.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--frames", type=int, default=3, help="held-out simulated Pilatus frames (default 3)")
+    p.add_argument("--model", default="default")
+    p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    args = p.parse_args(argv)
+    results = {"accuracy": accuracy(args.frames, args.model), "real_adsc": real_adsc(args.model)}
+    if not args.skip_speed:
+        results["speed"] = speed(args.model)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""``napari-xrd spots`` and ``napari-xrd train spots`` in-process."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_xrd.cli import main
+from napari_xrd.core.spots import find_spots
+
+
+def _image(seed=0, shape=(80, 100)):
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    lam = np.full(shape, 6.0)
+    for y, x in rng.uniform(8, [shape[0] - 8, shape[1] - 8], (6, 2)):
+        lam += 300 / (2 * np.pi) * np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / 2)
+    return rng.poisson(lam).astype(np.int32)
+
+
+def test_spots_json_matches_python_function(tmp_path, capsys):
+    img = _image()
+    path = tmp_path / "frame.npy"
+    np.save(path, img)
+    assert main(["spots", str(path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = find_spots(img).table
+    assert len(out) == expected.n_spots > 0
+    assert [round(s["x"], 6) for s in out] == [round(float(v), 6) for v in expected["x"]]
+    assert [round(s["y"], 6) for s in out] == [round(float(v), 6) for v in expected["y"]]
+    assert all(s["frame"] == 0 and s["d"] is None and s["size"] >= 3 for s in out)
+
+
+def test_spots_all_frames_and_bad_frame(tmp_path, capsys):
+    stack = np.stack([_image(1), _image(2)])
+    path = tmp_path / "stack.npy"
+    np.save(path, stack)
+    assert main(["spots", str(path), "--all", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {s["frame"] for s in out} == {0, 1}
+    assert main(["spots", str(path), "--frame", "5"]) == 1
+    assert "out of range" in capsys.readouterr().err
+    assert main(["spots", str(tmp_path / "missing.cbf")]) == 1
+
+
+def test_train_spots_cli_writes_checkpoint_and_model(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from napari_xrd.core.dataset import DatasetWriter, Example, open_dataset
+    from napari_xrd.core.models.weights import find_model
+
+    rng = np.random.default_rng(0)
+    with DatasetWriter(tmp_path / "data") as w:
+        for i in range(3):
+            img = _image(i, shape=(96, 96)).astype(np.float32)
+            w.add(Example(image=img, pixel_mask=np.zeros(img.shape, np.uint32), spot_mask=img > 30))
+    assert len(open_dataset(tmp_path / "data")) == 3
+    args = ["train", "spots", "--data", str(tmp_path / "data"), "--epochs", "1", "--device", "cpu",
+            "--out", str(tmp_path / "run"), "--channels", "4,8", "--crop", "64", "--crops-per-frame", "2",
+            "--batch-size", "2", "--name", "spots-cli-test", "--quiet"]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "checkpoint.pt").exists()
+    card = find_model(tmp_path / "run" / "spots-cli-test.json")
+    assert card.card["task"] == "spots" and "--epochs 1" in card.card["training_command"]
+    assert card.card["data"]["n_val_frames"] == 1
+    # resume to a second epoch
+    args2 = args[:5] + ["2"] + args[6:]
+    args2[args2.index("--name") + 1] = "spots-cli-test-2"
+    assert main(args2 + ["--resume", str(tmp_path / "run" / "checkpoint.pt")]) == 0
+    hist = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    del rng
