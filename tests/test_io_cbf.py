@@ -143,7 +143,7 @@ def test_fast_marker_mask_equals_mask_from_values(with_gaps):
     from napari_xrd.core.masks import mask_from_values
 
     rng = np.random.default_rng(4)
-    image = rng.integers(-4, 3, (300, 77)).astype(np.int32)  # 300 rows: blocks of 128 + a rest
+    image = rng.integers(-4, 3, (100, 77)).astype(np.int32)  # 100 rows: blocks of 32 + a rest
     gaps = (rng.random(image.shape) < 0.1).astype(np.uint32) * GAP if with_gaps else None
     expected = mask_from_values(image) | (0 if gaps is None else gaps)
     np.testing.assert_array_equal(_marker_mask(image, gaps), expected)

@@ -245,7 +245,7 @@ def _catalogue_gaps(name: str) -> np.ndarray:
     return gaps
 
 
-def _marker_mask(image: np.ndarray, gaps: np.ndarray | None = None, *, rows: int = 128) -> np.ndarray:
+def _marker_mask(image: np.ndarray, gaps: np.ndarray | None = None, *, rows: int = 32) -> np.ndarray:
     """GAP at -1, DEAD at <= -2 (as :func:`mask_from_values`), OR-ed with ``gaps``.
 
     Written for speed on integer 6M-pixel frames, as it runs on every frame
