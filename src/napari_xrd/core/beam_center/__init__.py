@@ -118,11 +118,17 @@ def _default_geometry(shape) -> DetectorGeometry:
 
 def _resnet(data, valid, *, model="default"):
     """ResNet coarse estimate, or None when torch or the weights are missing."""
+    from napari_xrd.core.models.weights import WeightsError, find_model
+
+    try:
+        find_model(model, task="beam-center")
+    except WeightsError:
+        return None
     try:
         import torch
 
         from napari_xrd.core.models.resnet_center import decode_outputs
-        from napari_xrd.core.models.weights import WeightsError, load_model
+        from napari_xrd.core.models.weights import load_model
         from napari_xrd.core.training.beam_center import model_input
     except ImportError:
         return None

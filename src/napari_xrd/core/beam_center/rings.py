@@ -227,23 +227,26 @@ def ring_points(
     max_lag = n // 4
     lags = np.arange(-max_lag, max_lag + 1)
     tc = template - template.mean()
-    for k in np.flatnonzero(good):
-        r = resid[k]
-        if r.max() < min_snr * noise[k]:
+    rows = np.flatnonzero(good & (resid.max(axis=1) >= min_snr * noise))
+    if len(rows) == 0:
+        return np.empty((0, 2))
+    rr = resid[rows]
+    cc = np.empty((len(rows), len(lags)))
+    for i, L in enumerate(lags):
+        if L >= 0:
+            a_, b_ = rr[:, L:], tc[: n - L]
+        else:
+            a_, b_ = rr[:, : n + L], tc[-L:]
+        a_ = a_ - a_.mean(axis=1, keepdims=True)
+        b_ = b_ - b_.mean()
+        cc[:, i] = (a_ @ b_) / (np.linalg.norm(a_, axis=1) * np.linalg.norm(b_) + 1e-12)
+    best = np.argmax(cc, axis=1)
+    for row, k, i in zip(range(len(rows)), rows, best):
+        if i == 0 or i == len(lags) - 1 or cc[row, i] < 0.3:
             continue
-        cc = np.empty(len(lags))
-        for i, L in enumerate(lags):
-            if L >= 0:
-                a_, b_ = r[L:], tc[: n - L]
-            else:
-                a_, b_ = r[: n + L], tc[-L:]
-            a_ = a_ - a_.mean()
-            cc[i] = np.dot(a_, b_ - b_.mean()) / (np.linalg.norm(a_) * np.linalg.norm(b_ - b_.mean()) + 1e-12)
-        i = int(np.argmax(cc))
-        if i == 0 or i == len(cc) - 1 or cc[i] < 0.3:
-            continue
-        den = cc[i - 1] - 2 * cc[i] + cc[i + 1]
-        d = 0.5 * (cc[i - 1] - cc[i + 1]) / den if den < 0 else 0.0
+        c0, c1, c2 = cc[row, i - 1], cc[row, i], cc[row, i + 1]
+        den = c0 - 2 * c1 + c2
+        d = 0.5 * (c0 - c2) / den if den < 0 else 0.0
         out_tt[k] = tt[0] + (t_ref + lags[i] + d) * (tt[1] - tt[0])
     sel = np.isfinite(out_tt)
     if not sel.any():

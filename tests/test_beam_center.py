@@ -1,0 +1,172 @@
+"""Beam centre and tilt from the image: estimators on small synthetic frames."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_xrd.core.beam_center import estimate_beam_center
+from napari_xrd.core.beam_center.friedel import centrosymmetry_center
+from napari_xrd.core.beam_center.heuristic import bresenham_line, heuristic_beam_center
+from napari_xrd.core.beam_center.rings import fit_rings
+from napari_xrd.core.geometry import DetectorGeometry
+from napari_xrd.core.masks import GAP
+from napari_xrd.core.training.beam_center import render_frame
+
+
+def small_geometry(center=(312.4, 287.7), pitch=0.0, yaw=0.0, shape=(600, 620)):
+    # a 600 x 620 detector of 0.3 mm pixels at 150 mm: ice rings at 2θ 15-32°
+    return DetectorGeometry(shape, 0.3, 150.0, center, 1.0, pitch=pitch, yaw=yaw)
+
+
+def center_error(result, geometry):
+    return math.hypot(result.beam_center_px[0] - geometry.beam_center[0], result.beam_center_px[1] - geometry.beam_center[1])
+
+
+# ------------------------------------------------------------------ rings
+@pytest.mark.parametrize("pitch,yaw", [(2.0, -1.5), (-2.5, 0.8)])
+def test_ice_rings_on_tilted_detector_give_centre_and_tilt(pitch, yaw):
+    true = small_geometry(pitch=pitch, yaw=yaw)
+    img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=30, gaps=False, counts=200, seed=3)
+    header = true.replace(beam_center=(300.0, 300.0), pitch=0.0, yaw=0.0)  # 13 px off, untilted
+    r = estimate_beam_center(img, geometry=header, pixel_mask=mask)
+    assert r.method == "rings"
+    assert r.tilt_determined
+    assert center_error(r, true) < 0.3
+    assert abs(r.pitch_deg - pitch) < 0.1 and abs(r.yaw_deg - yaw) < 0.1
+    assert abs(r.tilt_deg - true.tilt_deg) < 0.1
+    assert r.details["rings"]["n_rings"] >= 3
+    # ring d-spacings are ice's
+    assert any(abs(d - 3.669) < 0.02 for d in r.details["rings"]["d_spacing_A"])
+
+
+def test_gaps_dead_pixels_and_beamstop_do_not_bias_the_ring_fit():
+    true = small_geometry(pitch=1.0, yaw=1.0)
+    img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=30, gaps=False, counts=200, seed=5)
+    clean = estimate_beam_center(img, geometry=true.replace(pitch=0, yaw=0), pixel_mask=mask)
+    mask = mask.copy()
+    mask[:, 300:310] |= GAP  # a vertical gap through the centre
+    mask[150:160, :] |= GAP
+    mask[:200, 330:420] |= GAP  # a big dead region cutting the rings
+    img = img.copy()
+    img[mask > 0] = -1
+    gapped = estimate_beam_center(img, geometry=true.replace(pitch=0, yaw=0), pixel_mask=mask)
+    assert center_error(gapped, true) < 0.3
+    assert abs(gapped.beam_center_px[0] - clean.beam_center_px[0]) < 0.3
+    assert abs(gapped.pitch_deg - 1.0) < 0.15 and abs(gapped.yaw_deg - 1.0) < 0.15
+
+
+def test_single_ring_says_tilt_is_not_determined():
+    true = small_geometry()
+    tt = true.two_theta_map()
+    rng = np.random.default_rng(2)
+    img = rng.poisson(50 + 400 * np.exp(-0.5 * ((tt - 0.35) / 0.01) ** 2)).astype(float)
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(305.0, 295.0)))
+    assert r.method.startswith("rings")
+    assert not r.tilt_determined
+    assert r.tilt_uncertainty_deg is None and r.pitch_deg == 0.0 and r.yaw_deg == 0.0
+    assert center_error(r, true) < 0.5
+
+
+def test_fit_rings_on_exact_conic_points():
+    true = small_geometry(pitch=1.5, yaw=-2.0)
+    pts = [true.ring_points(d, n=180) for d in (3.9, 3.0, 2.25)]
+    start = true.replace(beam_center=(310.0, 290.0), pitch=0.0, yaw=0.0)
+    fit = fit_rings(pts, start)
+    assert fit.tilt_determined
+    np.testing.assert_allclose(fit.geometry.beam_center, true.beam_center, atol=1e-3)
+    assert abs(fit.geometry.pitch - 1.5) < 1e-3 and abs(fit.geometry.yaw + 2.0) < 1e-3
+
+
+# ------------------------------------------------------------------ Friedel
+def test_friedel_spots_on_flat_background_give_centre():
+    true = small_geometry(center=(331.3, 268.6))
+    img, mask = render_frame(
+        true, water=0.0, flat=1.0, n_spots=400, friedel_fraction=0.9, gaps=False, beamstop=True, counts=20, seed=7
+    )
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(310.0, 300.0)), pixel_mask=mask)
+    assert r.method == "friedel"
+    assert not r.tilt_determined
+    assert center_error(r, true) < 0.5
+
+
+def test_centrosymmetry_of_a_point_symmetric_image_is_exact():
+    rng = np.random.default_rng(0)
+    h, w = 200, 240
+    c = (131.0, 97.5)  # (fast, slow) corner convention
+    img = np.zeros((h, w))
+    pts = rng.uniform([20, 20], [100, 80], (60, 2))
+    for dx, dy in pts - np.array([60, 50]):
+        for sx, sy in ((dx, dy), (-dx, -dy)):
+            f, s = c[0] + sx, c[1] + sy
+            img[int(s), int(f)] += 100  # pixel (int(s), int(f)) holds centre (int(f)+.5, int(s)+.5)
+    img += rng.poisson(2.0, img.shape)
+    # reflection of pixel centres about c maps integers+.5 to integers+.5 only for these c
+    (f, s), d = centrosymmetry_center(img, remove_shadow=False)
+    assert abs(f - c[0]) < 0.6 and abs(s - c[1]) < 0.6
+
+
+def test_masked_half_plane_does_not_move_the_symmetry_centre():
+    true = small_geometry(center=(301.2, 305.9))
+    img, mask = render_frame(true, water=0.0, flat=1.0, n_spots=400, friedel_fraction=0.9, gaps=False,
+                             beamstop=False, counts=20, seed=9)
+    (f0, s0), _ = centrosymmetry_center(img, pixel_mask=mask)
+    mask = mask.copy()
+    mask[:, 450:] |= GAP
+    (f1, s1), _ = centrosymmetry_center(img, pixel_mask=mask)
+    assert math.hypot(f1 - f0, s1 - s0) < 0.5
+
+
+# ------------------------------------------------------------------ heuristic
+def test_bresenham_line_is_connected_and_hits_both_ends():
+    line = bresenham_line(3, 2, -4, 11)
+    assert tuple(line[0]) == (3, 2) and tuple(line[-1]) == (-4, 11)
+    steps = np.abs(np.diff(line, axis=0))
+    assert steps.max() == 1  # 8-connected
+    assert len(line) == 10  # max(|dr|, |dc|) + 1
+
+
+def test_heuristic_lands_in_the_beamstop_shadow():
+    # diffuse scatter about c, a beamstop shadow at c with its arm to the right
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:512, 0:512] + 0.5
+    c = (270.0, 250.0)
+    r = np.hypot(xx - c[0], yy - c[1])
+    img = 100 * np.exp(-r / 150) + rng.poisson(5, r.shape)
+    img[(r < 15) | ((xx > c[0]) & (np.abs(yy - c[1]) < 4))] = 1
+    (f, s), details = heuristic_beam_center(img)
+    assert details["n_candidates"] > 1
+    assert math.hypot(f - c[0], s - c[1]) < 15  # inside the shadow: the baseline is coarse
+    r = estimate_beam_center(img, method="heuristic")
+    assert r.method == "heuristic" and r.beam_center_px == pytest.approx((f, s))
+    assert not r.tilt_determined
+
+
+# ------------------------------------------------------------------ input checks
+def test_bad_input_is_refused_with_a_clear_message():
+    with pytest.raises(ValueError, match="2-D"):
+        estimate_beam_center(np.zeros(100))
+    with pytest.raises(ValueError, match="valid"):
+        estimate_beam_center(np.full((64, 64), np.nan))
+    with pytest.raises(ValueError, match="pixel_mask shape"):
+        estimate_beam_center(np.ones((64, 64)), pixel_mask=np.zeros((10, 10)))
+    with pytest.raises(ValueError, match="method"):
+        estimate_beam_center(np.ones((64, 64)), method="magic")
+    g = small_geometry()
+    with pytest.raises(ValueError, match="does not match"):
+        estimate_beam_center(np.ones((64, 64)), geometry=g)
+
+
+def test_result_json_has_the_documented_fields():
+    true = small_geometry(pitch=1.0)
+    img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=10, gaps=False, counts=200, seed=1)
+    d = estimate_beam_center(img, geometry=true.replace(pitch=0), pixel_mask=mask).to_dict()
+    for key in ("beam_center_px", "beam_center_mm", "pitch_deg", "yaw_deg", "tilt_deg", "tilt_direction_deg",
+                "uncertainty_px", "method"):
+        assert key in d
+    assert d["beam_center_mm"][0] == pytest.approx(d["beam_center_px"][0] * 0.3)
+    import json
+
+    json.dumps(d)  # serialisable (no NaN/inf objects)
