@@ -171,6 +171,11 @@ class SimulatedStill:
     background: np.ndarray | None = field(default=None, repr=False)
 
     @property
+    def parameters(self) -> dict:
+        """Alias of :attr:`params`."""
+        return self.params
+
+    @property
     def beam_center(self) -> tuple[float, float]:
         return self.geometry.beam_center
 
@@ -322,10 +327,17 @@ def simulate_still(
 
     # ------------------------------------------------------------ background
     if p["style"] == "realistic":
-        back = _bg.air_scatter(maps["two_theta"], photons=p["air_photons"], decay_deg=p["air_decay_deg"])
-        back += _bg.solvent_scatter(maps["s"], photons=p["solvent_photons"], falloff_d=p["solvent_falloff_d"])
-        if p["flat_photons"]:
-            back += np.float32(p["flat_photons"])
+        lam = geometry.wavelength
+
+        def base(s):
+            tt = 2.0 * np.arcsin(np.clip(s * lam / 2.0, 0.0, 1.0))
+            return (
+                _bg.air_scatter(tt, photons=p["air_photons"], decay_deg=p["air_decay_deg"])
+                + _bg.solvent_scatter(s, photons=p["solvent_photons"], falloff_d=p["solvent_falloff_d"])
+                + p["flat_photons"]
+            )
+
+        back = maps.radial(base)
     else:
         back = np.full(shape, np.float32(p["flat_photons"] if p["style"] == "flat" else 0.0), dtype=np.float32)
     if p["style"] == "realistic":

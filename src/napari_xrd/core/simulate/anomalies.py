@@ -152,54 +152,76 @@ def _grain_texture(rng: np.random.Generator, n_grains: int, width_rad: float, n_
     return (tex / tex.mean()).astype(np.float32)
 
 
-def _lookup_azimuth(tex: np.ndarray, azimuth: np.ndarray) -> np.ndarray:
-    n = len(tex)
-    idx = ((azimuth + np.pi) * (n / (2 * np.pi))).astype(np.int64) % n
-    return tex[idx]
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, int], n_terms: int = 3, knots: int = 6) -> np.ndarray:
+    """A smooth, positive random field with mean about 1: a sum of separable products of random 1-D curves."""
+    n_slow, n_fast = shape
+    out = np.zeros(shape, dtype=np.float32)
+    for _ in range(n_terms):
+        ys = np.interp(np.linspace(0, knots - 1, n_slow), np.arange(knots), rng.gamma(2.0, 0.5, knots))
+        xs = np.interp(np.linspace(0, knots - 1, n_fast), np.arange(knots), rng.gamma(2.0, 0.5, knots))
+        out += ys.astype(np.float32)[:, None] * xs.astype(np.float32)[None, :]
+    return out / np.float32(n_terms)
 
 
-def scattering_terms(name: str, params: dict, maps: dict, *, pixel_rad: float) -> np.ndarray | None:
+def scattering_terms(name: str, params: dict, maps, *, pixel_rad: float) -> np.ndarray | None:
     """Additive expected photons per pixel of a ring/arc/cloud anomaly, or None.
 
-    ``maps`` comes from :func:`~napari_xrd.core.simulate.background.pixel_maps`;
+    ``maps`` is a :class:`~napari_xrd.core.simulate.background.PixelMaps`;
     ``pixel_rad`` is the angular size of a pixel (sets the grain size of
     spotty ice).  Results are before the solid-angle/polarisation factors.
     """
-    s, az, tt = maps["s"], maps["azimuth"], maps["two_theta"]
     if name == "background_ring":
-        return np.float32(params["photons"]) * ring_profile(s, params["d"], params["sigma_s"])
+        return maps.radial(lambda s: params["photons"] * ring_profile(s, params["d"], params["sigma_s"]))
     if name == "ice_ring":
-        rng = np.random.default_rng(params["seed"])
-        out = np.zeros(s.shape, dtype=np.float32)
-        for d, rel in ICE_RINGS:
-            band = np.abs(s - np.float32(1.0 / d)) < 5 * params["sigma_s"]
-            if not band.any():
-                continue
-            ring = np.float32(params["photons"] * rel / 100.0) * ring_profile(s[band], d, params["sigma_s"])
-            if params["spotty"]:
-                width = 1.5 * pixel_rad / max(math.sin(2 * math.asin(min(1.0, 0.5 / d))), 1e-3)
-                ring = ring * _lookup_azimuth(_grain_texture(rng, params["n_grains"], width), az[band])
-            out[band] += ring
-        return out
+        return _ice_rings(params, maps, pixel_rad)
     if name == "loop_scattering":
-        arc = np.exp(
-            np.float32(params["arc_concentration"]) * (np.cos(az - np.float32(math.radians(params["arc_center_deg"]))) - 1)
-        )
-        out = np.float32(params["photons"]) * ring_profile(s, params["d"], params["sigma_s"]) * arc
-        a = math.radians(params["streak_angle_deg"])
-        perp = tt * np.abs(np.sin(az - np.float32(a)))
+        radial = maps.radial(lambda s: params["photons"] * ring_profile(s, params["d"], params["sigma_s"]))
+        phi = np.linspace(-np.pi, np.pi, 4096, endpoint=False)
+        arc = np.exp(params["arc_concentration"] * (np.cos(phi - math.radians(params["arc_center_deg"])) - 1))
+        out = radial * maps.azimuthal(arc.astype(np.float32))
+        az, tt = maps.azimuth, maps.two_theta
+        a = np.float32(math.radians(params["streak_angle_deg"]))
         w = np.float32(math.radians(params["streak_width_deg"]))
-        out += np.float32(params["streak_photons"]) * np.exp(-0.5 * (perp / w) ** 2) * np.exp(-tt / np.float32(0.15))
-        return out.astype(np.float32)
+        sin_off = np.abs(np.sin(az - a))
+        near = tt * sin_off < 5 * w
+        perp = tt[near] * sin_off[near]
+        out[near] += np.float32(params["streak_photons"]) * np.exp(-0.5 * (perp / w) ** 2) * np.exp(
+            -tt[near] / np.float32(0.15)
+        )
+        return out
     if name == "diffuse_scattering":
-        from scipy.ndimage import zoom
-
-        rng = np.random.default_rng(params["seed"])
-        coarse = rng.gamma(2.0, 0.5, size=(6, 6)).astype(np.float32)
-        field = zoom(coarse, (s.shape[0] / 6, s.shape[1] / 6), order=1, grid_mode=True, mode="nearest")
-        band = np.exp(-0.5 * ((s - np.float32(0.28)) / np.float32(0.1)) ** 2)
-        return np.float32(params["cloud_photons"]) * field[: s.shape[0], : s.shape[1]] * band
+        field = _smooth_field(np.random.default_rng(params["seed"]), maps.shape)
+        band = maps.radial(lambda s: params["cloud_photons"] * np.exp(-0.5 * ((s - 0.28) / 0.1) ** 2))
+        return field * band
     return None
+
+
+def _ice_rings(params: dict, maps, pixel_rad: float) -> np.ndarray:
+    d, rel = ICE_RINGS[:, 0], ICE_RINGS[:, 1] / 100.0
+    sig = params["sigma_s"]
+    if not params["spotty"]:
+        return maps.radial(lambda s: sum(params["photons"] * r * ring_profile(s, dk, sig) for dk, r in zip(d, rel)))
+    # spotty: each pixel belongs to its nearest ring, whose crystallites texture it along the azimuth
+    rng = np.random.default_rng(params["seed"])
+    textures = np.stack(
+        [
+            _grain_texture(rng, params["n_grains"], 1.5 * pixel_rad / max(math.sin(2 * math.asin(min(1.0, 0.5 / dk))), 1e-3))
+            for dk in d
+        ]
+    )
+    nearest = maps.ring_index(1.0 / d)
+
+    def own_ring(s):
+        k = np.argmin(np.abs(s[:, None] - (1.0 / d)[None, :]), axis=1)
+        return params["photons"] * rel[k] * ring_profile(s, d[k], sig)
+
+    return maps.radial(own_ring) * _texture_lookup(maps, textures, nearest)
+
+
+def _texture_lookup(maps, textures: np.ndarray, nearest: np.ndarray) -> np.ndarray:
+    n = textures.shape[1]
+    az_idx = maps.azimuth_index(n)
+    return textures[nearest, az_idx]
 
 
 def gain_map(params: dict, shape: tuple[int, int], detector=None) -> tuple[np.ndarray, list]:

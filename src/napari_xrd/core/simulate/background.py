@@ -89,6 +89,51 @@ class PixelMaps:
     def __getitem__(self, key: str) -> np.ndarray:
         return getattr(self, key)
 
+    # ------------------------------------------------------ 1-D lookups
+    _N_TABLE = 1 << 15
+
+    @functools.cached_property
+    def _s_table(self) -> tuple[np.ndarray, np.ndarray]:
+        s = self.s
+        lo, hi = float(s.min()), float(s.max())
+        grid = np.linspace(lo, hi, self._N_TABLE)
+        idx = ((s - np.float32(lo)) * np.float32((self._N_TABLE - 1) / max(hi - lo, 1e-12)) + np.float32(0.5))
+        return grid, idx.astype(np.int32)
+
+    @functools.cached_property
+    def _az_index(self) -> np.ndarray:
+        n = self._N_TABLE
+        return (((self.azimuth + np.float32(np.pi)) * np.float32(n / (2 * np.pi))).astype(np.int32)) % n
+
+    def radial(self, fn) -> np.ndarray:
+        """``fn(s)`` at every pixel, evaluated on a fine 1-D grid of ``s`` and looked up (fast).
+
+        The grid has 32768 points over the image's ``s`` range (steps of
+        about 2e-5 Å⁻¹ for a typical detector), far finer than any ring.
+        """
+        grid, idx = self._s_table
+        return np.asarray(fn(grid), dtype=np.float32)[idx]
+
+    def ring_index(self, centers_s: np.ndarray) -> np.ndarray:
+        """Index of the nearest of ``centers_s`` (sorted or not) for every pixel."""
+        grid, idx = self._s_table
+        c = np.asarray(centers_s, dtype=float)
+        nearest = np.argmin(np.abs(grid[:, None] - c[None, :]), axis=1).astype(np.int16)
+        return nearest[idx]
+
+    def azimuth_index(self, n: int) -> np.ndarray:
+        """Bin index (0 ... n-1) of every pixel's azimuth in ``n`` equal bins over ``[-π, π)``."""
+        return ((self._az_index.astype(np.int64) * n) // self._N_TABLE).astype(np.int32)
+
+    def azimuthal(self, table: np.ndarray) -> np.ndarray:
+        """A 1-D table sampled uniformly in azimuth over ``[-π, π)``, looked up at every pixel."""
+        table = np.asarray(table)
+        return table[self.azimuth_index(len(table))]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.geometry.shape
+
 
 def pixel_maps(geometry: DetectorGeometry, *, polarization_fraction: float = 0.99) -> PixelMaps:
     """Lazily computed per-pixel maps (``two_theta``, ``azimuth``, ``s``, ``solid_angle``, ``polarization``)."""
