@@ -9,7 +9,7 @@ is always visible) and an effect:
 class                  what is injected
 =====================  =====================================================
 background_ring        a distinct water/solvent ring (d 3.0-3.9 Å)
-diffuse_scattering     halos around Bragg spots and smooth diffuse clouds
+diffuse_scattering     halos around Bragg spots and anisotropic diffuse clouds
 ice_ring               hexagonal-ice powder rings, sharp or spotty (texture)
 loop_scattering        arcs at d 4-6 Å and a streak through the beam
 non_uniform_detector   per-module (or per-tile) gain differences
@@ -103,6 +103,8 @@ def draw_anomaly_params(name: str, rng: np.random.Generator, *, level: float = 1
             "halo_fraction": float(rng.uniform(0.3, 1.2)),
             "halo_scale": float(rng.uniform(3.0, 8.0)),
             "cloud_photons": level * float(rng.uniform(0.3, 1.0)),
+            "band_s": float(rng.uniform(0.15, 0.35)),
+            "band_width_s": float(rng.uniform(0.04, 0.09)),
             "seed": seed,
         }
     if name == "ice_ring":
@@ -190,9 +192,15 @@ def scattering_terms(name: str, params: dict, maps, *, pixel_rad: float) -> np.n
         )
         return out
     if name == "diffuse_scattering":
-        field = _smooth_field(np.random.default_rng(params["seed"]), maps.shape)
-        band = maps.radial(lambda s: params["cloud_photons"] * np.exp(-0.5 * ((s - 0.28) / 0.1) ** 2))
-        return field * band
+        # anisotropic clouds: a radial band, low azimuthal harmonics (butterfly-like lobes), smooth texture
+        rng = np.random.default_rng(params["seed"])
+        field = _smooth_field(rng, maps.shape, knots=10)
+        s_c, s_w = params.get("band_s", 0.28), params.get("band_width_s", 0.08)
+        band = maps.radial(lambda s: params["cloud_photons"] * np.exp(-0.5 * ((s - s_c) / s_w) ** 2))
+        phi = np.linspace(-np.pi, np.pi, 1024, endpoint=False)
+        lobes = 1.0 + sum(rng.uniform(0.2, 0.6) * np.cos(m * phi + rng.uniform(0, 2 * np.pi)) for m in (1, 2, 3))
+        lobes = np.clip(lobes, 0.0, None) / max(float(np.mean(np.clip(lobes, 0.0, None))), 1e-6)
+        return field * band * maps.azimuthal(lobes.astype(np.float32))
     return None
 
 
