@@ -8,7 +8,13 @@ import subprocess
 import sys
 from contextlib import contextmanager
 
-DOCK_WIDGETS = ["Geometry", "Spot finder", "Beam centre"]
+
+def dock_widget_names() -> list[str]:
+    """Display names of the plugin's widgets, in manifest order."""
+    from npe2 import PluginManager
+
+    manifest = PluginManager.instance().get_manifest("napari-xrd")
+    return [w.display_name for w in manifest.contributions.widgets or []]
 
 
 def add_parser(sub) -> None:
@@ -71,11 +77,12 @@ def open_viewer(*, files=(), stack=False, sample=None, screenshot=None, show=Tru
         viewer.open_sample("napari-xrd", sample)
     if files:
         viewer.open(list(files) if stack else files, plugin="napari-xrd", stack=stack)
-    for name in DOCK_WIDGETS:
-        try:
-            viewer.window.add_plugin_dock_widget("napari-xrd", name)
-        except KeyError:
-            pass  # widget not part of this version
+    docks = []
+    for name in dock_widget_names():
+        dock, _ = viewer.window.add_plugin_dock_widget("napari-xrd", name, tabify=bool(docks))
+        docks.append(dock)
+    if docks:
+        docks[0].raise_()
     images = [ly for ly in viewer.layers if ly._type_string == "image"]
     if images:
         viewer.layers.selection.active = images[0]
