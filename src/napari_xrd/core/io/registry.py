@@ -246,14 +246,35 @@ def _frame_reader(fmt):
     return None
 
 
-def _checked_frame(reader, path, shape, dtype):
-    """Read one file of a series, checking it matches the first file."""
-    frame = np.asarray(reader(path))
-    if frame.shape != shape:
-        raise ImageReadError(path, f"frame shape {frame.shape} differs from the series' {shape}")
-    if frame.dtype != dtype:
-        frame = frame.astype(dtype)
-    return frame[np.newaxis]
+class _FileStack:
+    """Array-like over single-frame files, for :func:`dask.array.from_array`.
+
+    Item ``i`` is read from ``paths[i]`` when asked for and checked against
+    the first file's shape; ``first`` (already read) is handed out once.
+    One array-like keeps the dask graph small: a series of thousands of
+    files opens and slices in milliseconds.
+    """
+
+    def __init__(self, reader, paths, shape, dtype, first=None):
+        self.reader, self.paths = reader, list(paths)
+        self.shape, self.dtype, self.ndim = (len(self.paths),) + tuple(shape), np.dtype(dtype), 3
+        self._first = first
+
+    def _frame(self, i):
+        if i == 0 and self._first is not None:
+            first, self._first = self._first, None
+            return first
+        frame = np.asarray(self.reader(self.paths[i]))
+        if frame.shape != self.shape[1:]:
+            raise ImageReadError(self.paths[i], f"frame shape {frame.shape} differs from the series' {self.shape[1:]}")
+        return frame.astype(self.dtype, copy=False)
+
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        k0, rest = key[0], key[1:]
+        if isinstance(k0, slice):
+            return np.stack([self._frame(i)[rest] for i in range(self.shape[0])[k0]])
+        return self._frame(range(self.shape[0])[k0])[rest]
 
 
 def open_images(paths, *, require_geometry: bool = False) -> DiffractionImage:
@@ -273,8 +294,8 @@ def open_images(paths, *, require_geometry: bool = False) -> DiffractionImage:
         geometry, pixel mask and metadata from the first file, with
         ``metadata["series"]`` listing the files.
     """
-    import dask
     import dask.array as da
+    from dask.base import tokenize
 
     paths = [os.fspath(p) for p in paths]
     if not paths:
@@ -287,10 +308,9 @@ def open_images(paths, *, require_geometry: bool = False) -> DiffractionImage:
     if reader is None or first.n_frames != 1:
         raise ImageReadError(paths[0], f"{fmt} files hold several frames; open them one at a time")
     shape, dtype = first.frame_shape, first.dtype
-    blocks = [da.from_array(np.asarray(first.data[:1]), chunks=(1,) + shape)]
-    for p in paths[1:]:
-        delayed = dask.delayed(_checked_frame, pure=True)(reader, p, shape, dtype)
-        blocks.append(da.from_delayed(delayed, shape=(1,) + shape, dtype=dtype))
+    stack = _FileStack(reader, paths, shape, dtype, first=np.asarray(first.data[0]))
+    data = da.from_array(stack, chunks=(1,) + shape, asarray=False, lock=False,
+                         name=f"series-{tokenize(paths)}", meta=np.empty((0, 0, 0), dtype))
     metadata = dict(first.metadata)
     numbers = [_number_key(p)[0] for p in paths]
     metadata["series"] = {
@@ -302,7 +322,7 @@ def open_images(paths, *, require_geometry: bool = False) -> DiffractionImage:
     if -1 not in numbers and numbers != list(range(numbers[0], numbers[0] + len(numbers))):
         metadata.setdefault("warnings", []).append("series numbers are not contiguous")
     return DiffractionImage(
-        data=da.concatenate(blocks, axis=0),
+        data=data,
         geometry=first.geometry,
         pixel_mask=first.pixel_mask,
         path=paths[0],
