@@ -14,7 +14,7 @@ Each shard is an HDF5 file holding whole examples::
 
     /                      attrs: format, version, n_examples, complete, created
     /examples/000000/      one group per example
-        image              (n_slow, n_fast), chunked, shuffle + gzip, fletcher32
+        image              (n_slow, n_fast), chunked, bitshuffle-LZ4 (or gzip), fletcher32
         pixel_mask         uint32 (napari_xrd.core.masks bits), optional
         spot_mask          uint8 0/1, optional
         spots              compound table (e.g. fast, slow, h, k, l, d, ...), optional
@@ -228,8 +228,12 @@ class DatasetWriter:
     examples_per_shard : int
         Examples buffered in the open temporary shard before it is committed;
         1 commits every example at once (what an interactive save wants).
+    compression : {"bslz4", "gzip"}
+        Codec for arrays: bitshuffle + LZ4 (the EIGER codec, via hdf5plugin;
+        about 10 times faster than gzip on detector frames and as small), or
+        shuffle + gzip (readable by any HDF5 without plugins).
     compression_level : int
-        gzip level (1 fast ... 9 small).
+        gzip level (1 fast ... 9 small), for ``compression="gzip"``.
     chunk : int
         Chunk edge for image-like arrays.
 
@@ -239,7 +243,12 @@ class DatasetWriter:
     ...     w.add(Example(image=img, spot_mask=mask))
     """
 
-    def __init__(self, path, *, examples_per_shard: int = 64, compression_level: int = 1, chunk: int = 256):
+    def __init__(
+        self, path, *, examples_per_shard: int = 64, compression: str = "bslz4", compression_level: int = 1, chunk: int = 256
+    ):
+        if compression not in ("bslz4", "gzip"):
+            raise ValueError(f"compression must be 'bslz4' or 'gzip', got {compression!r}")
+        self.compression = compression
         if examples_per_shard < 1:
             raise ValueError("examples_per_shard must be at least 1")
         self.path = Path(path)
@@ -320,6 +329,7 @@ class DatasetWriter:
     # ----------------------------------------------------------- private
     def _open_shard(self):
         import h5py
+        import hdf5plugin  # noqa: F401 - registers the bitshuffle-LZ4 filter
 
         stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
         name = f".tmp-{stamp}-{os.getpid():07d}-{uuid.uuid4().hex[:12]}.h5"
@@ -340,8 +350,13 @@ class DatasetWriter:
         kw = {}
         if data.size and data.ndim >= 1:
             chunks = tuple(min(self.chunk, n) for n in data.shape) if data.ndim == 2 else True
-            kw = dict(chunks=chunks, shuffle=True, compression="gzip",
-                      compression_opts=self.compression_level, fletcher32=True)
+            if self.compression == "bslz4" and data.dtype.kind in "iuf":
+                import hdf5plugin
+
+                kw = dict(chunks=chunks, fletcher32=True, **hdf5plugin.Bitshuffle(cname="lz4"))
+            else:
+                kw = dict(chunks=chunks, shuffle=True, compression="gzip",
+                          compression_opts=self.compression_level, fletcher32=True)
         grp.create_dataset(name, data=data, **kw)
 
     def _write_example(self, grp, ex: Example) -> None:
@@ -479,6 +494,7 @@ class Dataset(Sequence):
     def refresh(self) -> None:
         """Rescan the shard directory (picks up shards committed since)."""
         import h5py
+        import hdf5plugin  # noqa: F401 - registers the bitshuffle-LZ4 filter
 
         self.close()
         self.shards: list[ShardInfo] = []
@@ -534,6 +550,7 @@ class Dataset(Sequence):
 
     def _handle(self, path: Path):
         import h5py
+        import hdf5plugin  # noqa: F401 - registers the bitshuffle-LZ4 filter
 
         if os.getpid() != self._pid:  # forked: handles are not shareable
             self._handles = {}
@@ -559,6 +576,7 @@ class Dataset(Sequence):
     def verify(self) -> VerifyReport:
         """Read every example in full (checksums included) and report what is damaged."""
         import h5py
+        import hdf5plugin  # noqa: F401 - registers the bitshuffle-LZ4 filter
 
         self.close()
         rep = VerifyReport()
