@@ -286,17 +286,16 @@ def read_out(
     values : (n_slow, n_fast) float32 ndarray
     """
     lam = np.maximum(np.asarray(expected, dtype=np.float32), 0.0)
-    big = lam > _NORMAL_ABOVE
-    if big.any():
-        # Poisson noise; above 25 expected photons the normal approximation
-        # (skewness below 0.2) is used because it is several times faster
-        counts = np.empty(lam.shape, dtype=np.float32)
-        lb = lam[big]
-        counts[big] = np.maximum(np.rint(lb + np.sqrt(lb) * rng.standard_normal(lb.shape, dtype=np.float32)), 0)
-        small = ~big
-        counts[small] = rng.poisson(lam[small])
-    else:
+    # Poisson noise; above 25 expected photons the normal approximation
+    # (skewness below 0.2) is used because it is several times faster
+    counts = lam + np.sqrt(lam) * rng.standard_normal(lam.shape, dtype=np.float32)
+    np.rint(counts, out=counts)
+    np.maximum(counts, 0, out=counts)
+    small = lam <= _NORMAL_ABOVE
+    if small.all():
         counts = rng.poisson(lam).astype(np.float32)
+    elif small.any():
+        counts[small] = rng.poisson(lam[small])
     if psf_px > 0:
         # phosphor/taper point spread of a CCD: each photon's signal spreads
         # over neighbours, so noise is correlated and smaller per pixel while
