@@ -201,22 +201,26 @@ class CorrectionsWidget(Container):
         fast, slow = napari_to_dials(np.asarray(self._beam_layer.data[0]))
         return g.replace(beam_center=(float(fast), float(slow)))
 
-    def build_correction(self):
-        """The correction as an Example (GUI thread: reads layers only)."""
-        from napari_xrd.core.corrections import make_correction
+    def collect(self) -> dict:
+        """Copies of everything a correction needs (GUI thread: reads layers, cheap).
 
+        The expensive part (hashing the frame, comparing with the
+        prediction, writing) runs in the worker on these copies, so the user
+        can keep painting while a save is under way.
+        """
         layer = self.image_layer
         pred = self._predicted.get(self._key(), {})
         labels = None
         if self._label_anomalies.value:
             labels = [1 if b.value else 0 for b in self._anomaly_boxes]
-        models = {k: v for k, v in layer.metadata.get("models", {}).items()}
-        return make_correction(
-            self._frame_pixels(),
+        mask = self._mask_2d(self._mask_layer.value)
+        pm = layer.metadata.get("pixel_mask")
+        return dict(
+            image=np.array(self._frame_pixels(), copy=True),
             source_file=layer.metadata.get("path") or layer.name,
             frame=self.current_frame(),
-            pixel_mask=layer.metadata.get("pixel_mask"),
-            spot_mask=self._mask_2d(self._mask_layer.value),
+            pixel_mask=None if pm is None else np.array(pm, copy=True),
+            spot_mask=None if mask is None else mask.copy(),
             spots=self._points_fast_slow(self._points_layer.value),
             geometry=self.corrected_geometry(),
             anomaly_labels=labels,
@@ -224,8 +228,14 @@ class CorrectionsWidget(Container):
             predicted_spots=pred.get("spots"),
             predicted_geometry=pred.get("geometry"),
             header_geometry=layer.metadata.get("header_geometry", get_geometry(layer)),
-            models=models,
+            models=dict(layer.metadata.get("models", {})),
         )
+
+    def build_correction(self):
+        """The correction as an Example (see :meth:`collect`)."""
+        from napari_xrd.core.corrections import make_correction
+
+        return make_correction(**self.collect())
 
     def save(self, *_):
         """Save the current frame's correction in a worker thread."""
@@ -238,14 +248,21 @@ class CorrectionsWidget(Container):
             self._status.value = "a save is still running"
             return None
         try:
-            example = self.build_correction()
+            inputs = self.collect()
         except ValueError as exc:
             self._error(str(exc))
             return None
         store = self.store()
+
+        def _make_and_save(kw):
+            from napari_xrd.core.corrections import make_correction
+
+            image = kw.pop("image")
+            return store.save(make_correction(image, **kw))
+
         worker = create_worker(
-            store.save,
-            example,
+            _make_and_save,
+            inputs,
             _start_thread=False,
             _connect={"returned": self._saved, "errored": lambda exc: self._error(str(exc)), "finished": self._done},
         )
