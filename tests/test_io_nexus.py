@@ -66,21 +66,32 @@ def test_nexus_is_lazy_reads_only_the_frames_asked_for(tmp_path, monkeypatch):
     frames, pixel_mask = frames_and_mask(n=8)
     path = write_nexus(tmp_path / "lazy_master.h5", frames, GEOMETRY, pixel_mask, frames_per_file=3)[0]
     reads = []
-    original = nexus._LazyFrames.__getitem__
+    original = nexus._NexusFrames._read
 
-    def counting(self, key):
-        out = original(self, key)
-        reads.append((self.filename, key))
+    def counting(self, i, rest):
+        out = original(self, i, rest)
+        reads.append(i)
         return out
 
-    monkeypatch.setattr(nexus._LazyFrames, "__getitem__", counting)
+    monkeypatch.setattr(nexus._NexusFrames, "_read", counting)
     image = open_image(path)
-    assert len(reads) == 1  # frame 0, to flag 2**bits - 1 pixels
-    np.testing.assert_array_equal(image.frame(0), frames[0])  # served from the first read
+    assert reads == [0]  # frame 0, to flag 2**bits - 1 pixels
+    np.testing.assert_array_equal(image.frame(0), frames[0])  # handed over, not read again
     np.testing.assert_array_equal(image.frame(5), frames[5])
     np.testing.assert_array_equal(image.frame(7), frames[7])
-    assert len(reads) == 4
-    assert reads[-1][0].endswith("lazy_data_000003.h5")
+    assert reads == [0, 0, 5, 7]  # the second 0 is the hand-over, not a file read
+    image.frame(0)
+    assert reads == [0, 0, 5, 7, 0]
+
+
+def test_nexus_keeps_few_files_open(tmp_path, monkeypatch):
+    frames, pixel_mask = frames_and_mask(n=7)
+    path = write_nexus(tmp_path / "many_master.h5", frames, GEOMETRY, pixel_mask, frames_per_file=1)[0]
+    monkeypatch.setattr(nexus._NexusFrames, "max_open", 3)
+    image = open_image(path)
+    np.testing.assert_array_equal(np.asarray(image.data[::-1]), frames[::-1])
+    src = next(v for v in image.data.dask.values() if isinstance(v, nexus._NexusFrames))
+    assert len(src._files) == 3
 
 
 def test_nexus_chunks_computed_in_threads(tmp_path):

@@ -26,8 +26,8 @@ them (DIALS corner convention, no shift).
 Laziness
 --------
 ``data`` is a dask array with one chunk per frame; a frame is read from its
-data file only when computed.  File handles are opened on first use and kept
-open; every HDF5 call goes through one module-wide lock, so dask may run
+data file only when computed.  File handles are opened on first use and the 16
+most recently used kept open; every HDF5 call goes through one module-wide lock, so dask may run
 chunks in threads.  The first frame is read when the file is opened (to flag
 pixels holding ``2**bit_depth - 1``, EIGER's marker for invalid pixels) and
 handed to the first request for it, so it is not read twice.
@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -86,56 +87,67 @@ class _Part:
     n_frames: int
 
 
-class _LazyFrames:
-    """Array-like over one HDF5 dataset, for :func:`dask.array.from_array`.
+class _NexusFrames:
+    """Array-like over the frames of all data files, for :func:`dask.array.from_array`.
 
-    Opens its file on first use and keeps the handle; reads under
-    :data:`HDF5_LOCK`.  ``first`` is a frame already read, served once.
+    Frame ``i`` is read from its part (data file and dataset) when asked
+    for.  Up to ``max_open`` files are kept open (least recently used
+    closed first); every HDF5 call runs under :data:`HDF5_LOCK`.  ``first``
+    is a frame already read, handed out once.
     """
 
-    def __init__(self, filename, dataset, shape, dtype, first=None):
-        self.filename, self.dataset = filename, dataset
-        self.shape, self.dtype, self.ndim = tuple(shape), np.dtype(dtype), len(shape)
-        self._file = None
+    max_open = 16
+
+    def __init__(self, parts, frame_shape, dtype, first=None):
+        self.parts = list(parts)
+        self.offsets = np.cumsum([0] + [p.n_frames for p in self.parts])
+        self.shape = (int(self.offsets[-1]),) + tuple(frame_shape)
+        self.dtype, self.ndim = np.dtype(dtype), 3
+        self._files = OrderedDict()
         self._first = first
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_file"] = None
+        state["_files"] = OrderedDict()
         return state
 
-    def __getitem__(self, key):
+    def _dataset(self, k):
         import h5py
 
-        with HDF5_LOCK:
-            first = self._first
-            if first is not None and _is_frame0(key, self.shape):
-                self._first = None  # served once: the caller owns it
-                return first[np.newaxis]
-            if self._file is None:
-                try:
-                    self._file = h5py.File(self.filename, "r")
-                except OSError as exc:
-                    raise ImageReadError(self.filename, f"cannot open data file ({exc})") from None
+        part = self.parts[k]
+        handle = self._files.pop(k, None)
+        if handle is None:
             try:
-                ds = self._file[self.dataset]
+                handle = h5py.File(part.filename, "r")
+            except OSError as exc:
+                raise ImageReadError(part.filename, f"cannot open data file ({exc})") from None
+            while len(self._files) >= self.max_open:
+                self._files.popitem(last=False)[1].close()
+        self._files[k] = handle
+        return handle[part.dataset]
+
+    def _read(self, i, rest):
+        """Frame ``i`` (cropped by ``rest``), read from its data file."""
+        k = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        with HDF5_LOCK:
+            if i == 0 and self._first is not None:
+                first, self._first = self._first, None  # served once: the caller owns it
+                return first[rest]
+            part = self.parts[k]
+            try:
+                ds = self._dataset(k)
                 if ds.ndim == 2:  # a single image stored 2-D
-                    key = key if isinstance(key, tuple) else (key,)
-                    return ds[key[1:]][np.newaxis][key[:1]]
-                return ds[key]
-            except (OSError, KeyError) as exc:
-                raise ImageReadError(self.filename, f"cannot read frames {key} of {self.dataset} ({exc})") from None
+                    return ds[rest]
+                return ds[(i - int(self.offsets[k]),) + rest]
+            except (OSError, KeyError, ValueError) as exc:
+                raise ImageReadError(part.filename, f"cannot read frame {i} from {part.dataset} ({exc})") from None
 
-
-def _is_frame0(key, shape) -> bool:
-    """True if ``key`` selects the whole first frame."""
-    key = key if isinstance(key, tuple) else (key,)
-    if len(key) != 3 or not all(isinstance(k, slice) for k in key):
-        return False
-    return all(
-        k.start in (None, 0) and k.step in (None, 1) and k.stop in ((1,) if i == 0 else (None, n))
-        for i, (k, n) in enumerate(zip(key, shape))
-    )
+    def __getitem__(self, key):
+        key = key if isinstance(key, tuple) else (key,)
+        k0, rest = key[0], tuple(key[1:])
+        if isinstance(k0, slice):
+            return np.stack([self._read(i, rest) for i in range(self.shape[0])[k0]])
+        return self._read(range(self.shape[0])[k0], rest)
 
 
 def _value(group, name, default=None):
@@ -287,6 +299,7 @@ def read_nexus(path, *, require_geometry: bool = False) -> DiffractionImage:
     import dask.array as da
     import h5py
     import hdf5plugin  # noqa: F401  (registers the bitshuffle/LZ4 filters)
+    from dask.base import tokenize
 
     path = str(path)
     warnings: list[str] = []
@@ -316,16 +329,12 @@ def read_nexus(path, *, require_geometry: bool = False) -> DiffractionImage:
             metadata = _metadata(f, det, spec)
     except OSError as exc:
         raise ImageReadError(path, f"cannot read HDF5 file ({exc})") from None
-    arrays = []
-    for k, (part, _, _) in enumerate(parts):
-        src_shape = (part.n_frames,) + shape
-        src = _LazyFrames(part.filename, part.dataset, src_shape, dtype)
-        if k == 0:
-            first = np.asarray(src[(slice(0, 1),) + (slice(None),) * 2]).reshape(shape)
-            src._first = first
-        arrays.append(da.from_array(src, chunks=(1,) + shape, name=f"nexus-{part.filename}-{part.dataset}-{id(src)}",
-                                    asarray=False, lock=False, meta=np.empty((0, 0, 0), dtype)))
-    data = arrays[0] if len(arrays) == 1 else da.concatenate(arrays, axis=0)
+    frames = _NexusFrames([p for p, _, _ in parts], shape, dtype)
+    first = np.asarray(frames[0])
+    frames._first = first
+    data = da.from_array(frames, chunks=(1,) + shape, asarray=False, lock=False,
+                         name=f"nexus-{tokenize(path, [p.filename for p, _, _ in parts])}",
+                         meta=np.empty((0, 0, 0), dtype))
     metadata["data_files"] = [os.path.basename(p.filename) for p, _, _ in parts]
     if dtype.kind == "u":
         bits = int(metadata.get("bit_depth_image") or 8 * dtype.itemsize)
