@@ -395,3 +395,33 @@ def test_integer_counts_option():
         simulate_still(geom, common_crystal("lysozyme"), dtype="uint8")
     with pytest.raises(ValueError, match="unknown simulation parameter"):
         simulate_still(geom, common_crystal("lysozyme"), mosaicity=0.2)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(mosaicity_deg=-0.1), "mosaicity_deg must be a non-negative"),
+        (dict(d_min=0.0), "d_min must be a positive"),
+        (dict(intensity_scale=float("nan")), "intensity_scale"),
+        (dict(style="fancy"), "style must be"),
+        (dict(min_partiality=0.0), "min_partiality"),
+    ],
+)
+def test_bad_parameters_fail_clearly(kw, message):
+    geom = DetectorGeometry((32, 32), 0.172, 100.0, (16, 16), 1.0)
+    with pytest.raises(ValueError, match=message):
+        simulate_still(geom, common_crystal("lysozyme"), **kw)
+
+
+def test_wrong_argument_types_fail_clearly():
+    geom = DetectorGeometry((32, 32), 0.172, 100.0, (16, 16), 1.0)
+    with pytest.raises(TypeError, match="geometry must be a DetectorGeometry"):
+        simulate_still({"shape": (32, 32)}, common_crystal("lysozyme"))
+    with pytest.raises(TypeError, match="crystal must be a Crystal"):
+        simulate_still(geom, "lysozyme")
+    with pytest.raises(ValueError, match="unknown space group"):
+        Crystal((50, 50, 50, 90, 90, 90), "P 7")
+    with pytest.raises(ValueError, match="impossible unit cell"):
+        Crystal((50, 50, 50, 150, 150, 150), "P 1")
+    with pytest.raises(ValueError, match="unknown anomaly"):
+        simulate_still(geom, common_crystal("lysozyme"), anomalies=["ice"])

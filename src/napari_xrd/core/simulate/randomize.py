@@ -18,6 +18,8 @@ import numpy as np
 from napari_xrd.core.detectors import DETECTORS, DetectorModel, get_detector
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.simulate.anomalies import ANOMALY_CLASSES
+from napari_xrd.core.simulate.crystal import common_crystal, random_crystal, random_orientation
+from napari_xrd.core.simulate.pipeline import simulate_still
 
 __all__ = ["random_still", "sample_pilatus_still", "ANOMALY_PROBABILITIES", "random_geometry"]
 
@@ -112,9 +114,6 @@ def random_still(
     SimulatedStill
         ``params["random"]`` records the arguments of this call.
     """
-    from napari_xrd.core.simulate import simulate_still
-    from napari_xrd.core.simulate.crystal import random_crystal
-
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
     if detector is None:
@@ -207,9 +206,6 @@ def sample_pilatus_still(seed: int = 0):
     -------
     SimulatedStill
     """
-    from napari_xrd.core.simulate import simulate_still
-    from napari_xrd.core.simulate.crystal import common_crystal, random_orientation
-
     rng = np.random.default_rng(seed)
     det = get_detector("pilatus6m")
     geometry = det.geometry(
