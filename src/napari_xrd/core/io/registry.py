@@ -31,6 +31,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import threading
 
 import numpy as np
 
@@ -259,11 +260,22 @@ class _FileStack:
         self.reader, self.paths = reader, list(paths)
         self.shape, self.dtype, self.ndim = (len(self.paths),) + tuple(shape), np.dtype(dtype), 3
         self._first = first
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def _frame(self, i):
         if i == 0 and self._first is not None:
-            first, self._first = self._first, None
-            return first
+            with self._lock:
+                first, self._first = self._first, None
+            if first is not None:
+                return first
         frame = np.asarray(self.reader(self.paths[i]))
         if frame.shape != self.shape[1:]:
             raise ImageReadError(self.paths[i], f"frame shape {frame.shape} differs from the series' {self.shape[1:]}")
@@ -292,7 +304,7 @@ def open_images(paths, *, require_geometry: bool = False) -> DiffractionImage:
     DiffractionImage
         ``data`` a dask array (n_files, n_slow, n_fast), one chunk per file;
         geometry, pixel mask and metadata from the first file, with
-        ``metadata["series"]`` listing the files.
+        ``metadata["series"]``: template, number of files, first and last.
     """
     import dask.array as da
     from dask.base import tokenize
