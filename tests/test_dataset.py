@@ -119,9 +119,11 @@ _WRITER = textwrap.dedent(
     import sys, numpy as np
     from napari_xrd.core.dataset import DatasetWriter, Example
     path, start, count, per_shard = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+    size = int(sys.argv[5])
     w = DatasetWriter(path, examples_per_shard=per_shard)
     for i in range(start, start + count):
-        img = np.random.default_rng(i).random((512, 512)).astype(np.float32)
+        img = np.random.default_rng(i).random((size, size)).astype(np.float32)
+        print("writing", i, flush=True)
         w.add(Example(image=img, attrs={"index": i}, provenance={"source": "test"}))
         if w.committed:
             print("committed", i, flush=True)
@@ -132,32 +134,51 @@ _WRITER = textwrap.dedent(
 )
 
 
-def _spawn(path, start, count, per_shard=1):
+def _spawn(path, start, count, per_shard=1, size=512):
     return subprocess.Popen(
-        [sys.executable, "-c", _WRITER, str(path), str(start), str(count), str(per_shard)],
+        [sys.executable, "-c", _WRITER, str(path), str(start), str(count), str(per_shard), str(size)],
         stdout=subprocess.PIPE, text=True,
     )
 
 
-def test_sigkill_mid_write_leaves_earlier_examples_intact(tmp_path):
-    proc = _spawn(tmp_path, 0, 1000)
-    seen = []
+SIZE = 1024
+
+
+def _kill_mid_write(path, n_commits, delay):
+    """Start a writer, let it commit ``n_commits`` examples, kill it ``delay`` s into writing the next."""
+    proc = _spawn(path, 0, 10_000, per_shard=1, size=SIZE)
+    commits = 0
     for line in proc.stdout:
-        seen.append(int(line.split()[1]))
-        if len(seen) >= 3:
+        if line.startswith("committed"):
+            commits += 1
+        elif commits >= n_commits:  # "writing i": the next example is going in now
             break
-    time.sleep(0.05)  # the writer is now busy with the next example
+    time.sleep(delay)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    ds = open_dataset(tmp_path)
-    assert len(ds) >= 3
-    for ex in ds:
-        i = ex.attrs["index"]
-        np.testing.assert_array_equal(ex.image, np.random.default_rng(i).random((512, 512)).astype(np.float32))
-    assert sorted(e.attrs["index"] for e in ds) == list(range(len(ds)))
-    report = ds.verify()
-    assert report.ok and report.n_examples == len(ds)
-    assert len(report.temporary_files) <= 1  # the shard being written when killed, ignored by readers
+    assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigkill_mid_write_leaves_earlier_examples_intact(tmp_path):
+    left_open = 0
+    for trial, delay in enumerate([0.001, 0.005, 0.02]):
+        path = tmp_path / f"trial{trial}"
+        _kill_mid_write(path, 3, delay)
+        ds = open_dataset(path)
+        assert len(ds) >= 3
+        for ex in ds:
+            i = ex.attrs["index"]
+            np.testing.assert_array_equal(ex.image, np.random.default_rng(i).random((SIZE, SIZE)).astype(np.float32))
+        assert sorted(e.attrs["index"] for e in ds) == list(range(len(ds)))
+        report = ds.verify()
+        assert report.ok and report.n_examples == len(ds)
+        assert len(report.temporary_files) <= 1
+        left_open += len(report.temporary_files)
+        # a new writer appends to the dataset after the crash
+        with DatasetWriter(path) as w:
+            w.add(Example(image=np.zeros((4, 4)), attrs={"index": -1}))
+        assert len(open_dataset(path)) == len(ds) + 1
+    assert left_open >= 1  # the kills landed while a shard was being written
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
