@@ -33,7 +33,7 @@ def test_simulate_is_deterministic_across_workers(tmp_path):
 
 def test_simulate_options_reach_the_examples(tmp_path):
     out = tmp_path / "ds"
-    assert main(["simulate", str(out), "--n", "3", "--size", "80", "--detector", "pilatus6m", "--anomalies",
+    assert main(["simulate", str(out), "--n", "3", "--size", "82x80", "--detector", "pilatus6m", "--anomalies",
                  "ice_ring,artifact", "--style", "realistic", "--crystal", "lysozyme", "--seed", "2",
                  "--workers", "1", "--quiet"]) == 0
     ds = open_dataset(out)
@@ -41,13 +41,13 @@ def test_simulate_options_reach_the_examples(tmp_path):
         assert ex.anomaly_labels.tolist() == [1 if c in ("ice_ring", "artifact") else 0 for c in ANOMALY_CLASSES]
         assert ex.provenance["params"]["crystal"]["name"] == "lysozyme"
         assert ex.provenance["params"]["detector"] == "pilatus6m"
-        assert ex.image.shape == (80, 80)
+        assert ex.image.shape == (82, 80)
 
 
 @pytest.mark.parametrize(
     "args, message",
     [(["--anomalies", "ice"], "unknown anomaly"), (["--crystal", "quartz"], "unknown crystal"),
-     (["--detector", "mar345"], "unknown detector"), (["--size", "-3"], "--size")],
+     (["--detector", "mar345"], "unknown detector"), (["--size", "-3"], "--size"), (["--size", "ax2"], "--size")],
 )
 def test_simulate_bad_options_fail_clearly(tmp_path, capsys, args, message):
     assert main(["simulate", str(tmp_path / "x"), "--n", "1", "--quiet", *args]) == 1

@@ -14,8 +14,9 @@ def add_parser(sub) -> None:
     p.add_argument("--n", type=int, default=100, help="number of images (default 100)")
     p.add_argument("--detector", default="random",
                    help="pilatus6m, eiger16m, adsc_q4, arbitrary or random (default random)")
-    p.add_argument("--size", type=int, default=512,
-                   help="binned training size N (N x N pixels); 0 for the detector's full size (default 512)")
+    p.add_argument("--size", default="512",
+                   help="binned training size: N (N x N pixels) or SLOWxFAST (e.g. 525x512); "
+                   "0 for the detector's full size (default 512)")
     p.add_argument("--anomalies", default="random",
                    help="'random', 'none', or a comma-separated list of: background_ring, diffuse_scattering, "
                    "ice_ring, loop_scattering, non_uniform_detector, strong_background, artifact")
@@ -33,6 +34,19 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _parse_size(text: str):
+    parts = str(text).lower().split("x")
+    try:
+        sizes = [int(v) for v in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1 and sizes[0] == 0:
+        return None
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise ValueError(f"--size must be N, SLOWxFAST or 0 (full size), got {text!r}")
+    return (sizes[0], sizes[-1])
+
+
 def run(args) -> int:
     from napari_xrd.core.progress import tqdm_progress
     from napari_xrd.core.simulate import ANOMALY_CLASSES, COMMON_CRYSTALS
@@ -40,8 +54,7 @@ def run(args) -> int:
 
     if args.n < 0:
         raise ValueError("--n must be non-negative")
-    if args.size < 0:
-        raise ValueError("--size must be 0 (full size) or a positive number of pixels")
+    shape = _parse_size(args.size)
     anomalies = args.anomalies.strip()
     if anomalies not in ("random", "none"):
         names = [a.strip() for a in anomalies.split(",") if a.strip()]
@@ -53,7 +66,7 @@ def run(args) -> int:
         raise ValueError(f"unknown crystal {args.crystal!r}; known: random, {', '.join(COMMON_CRYSTALS)}")
     options = dict(
         detector=None if args.detector == "random" else args.detector,
-        shape=None if args.size == 0 else (args.size, args.size),
+        shape=shape,
         anomalies=anomalies,
         style=None if args.style == "random" else args.style,
         crystal=args.crystal,
