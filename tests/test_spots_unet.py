@@ -164,3 +164,10 @@ def test_short_training_learns_synthetic_spots():
     _, hist = train_spot_model(frames, [synth_frame(seed=50, n=40)], config=cfg, device="cpu")
     # an untrained network scores F1 ~0.03 here
     assert max(h["f1"] for h in hist) > 0.3 and hist[-1]["loss"] < hist[0]["loss"]
+
+
+def test_time_limit_stops_after_a_step_and_still_validates():
+    frames = [synth_frame(seed=i) for i in range(2)]
+    cfg = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=4, batch_size=2, epochs=5)
+    _, hist = train_spot_model(frames, frames[:1], config=cfg, device="cpu", time_limit=1e-3)
+    assert len(hist) == 1 and hist[0]["steps"] == 1 and "f1" in hist[0]

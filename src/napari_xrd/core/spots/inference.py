@@ -127,6 +127,7 @@ def predict_spot_probability(
 
         net, card = load_model(model, task="spots", device=str(dev))
         card_inference = card.card.get("inference", {})
+    net = net.to(memory_format=torch.channels_last)  # oneDNN and cuDNN prefer NHWC convolutions
     tile = int(tile or card_inference.get("tile", DEFAULT_TILE))
     margin = int(margin if margin is not None else card_inference.get("margin", DEFAULT_MARGIN))
     multiple = int(getattr(net, "multiple", 1))
@@ -153,7 +154,7 @@ def predict_spot_probability(
             check_cancel(cancel)
             batch = origins[b0 : b0 + batch_size]
             xb = np.stack([prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile]) for y, x in batch])
-            logits = net(torch.from_numpy(xb).to(dev))
+            logits = net(torch.from_numpy(xb).to(dev).contiguous(memory_format=torch.channels_last))
             p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin].cpu().numpy()
             for (y, x), pt in zip(batch, p):
                 h, w = min(step, ny - y), min(step, nx - x)

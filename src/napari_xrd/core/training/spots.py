@@ -204,6 +204,7 @@ def train_spot_model(
     progress=None,
     cancel=None,
     log=None,
+    time_limit: float | None = None,
 ):
     """Train the attention U-Net on frames ``(image, pixel_mask, spot_mask)``.
 
@@ -223,6 +224,11 @@ def train_spot_model(
         Progress counts optimiser steps over all epochs.
     log : callable, optional
         ``log(str)`` for one line per epoch.
+    time_limit : float, optional
+        Seconds of training (this call).  The learning-rate schedule then
+        follows the larger of the step fraction and the time fraction, and
+        training stops (after a validation and a checkpoint) when either
+        reaches 1, so a run on a busy machine still anneals properly.
 
     Returns
     -------
@@ -253,14 +259,22 @@ def train_spot_model(
     val = crops_of(val_frames, max(cfg.crops_per_frame // 2, 1))
     if not train:
         raise ValueError("no training frames")
-    model = build_attention_unet(**cfg.model).to(dev)
+    model = build_attention_unet(**cfg.model).to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
     warm = max(1, total // 20)
 
-    def lr_factor(i):  # linear warm-up, then cosine decay; a function of the step so resume may extend a run
-        return min(1.0, (i + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * min(i / total, 1.0)))
+    t_start = time.time()
+
+    def fraction(i):
+        f = i / total
+        if time_limit:
+            f = max(f, (time.time() - t_start) / time_limit)
+        return min(f, 1.0)
+
+    def lr_factor(i):  # linear warm-up, then cosine decay over the run
+        return min(1.0, (i + 1) / warm) * 0.5 * (1.0 + math.cos(math.pi * fraction(i)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     history, start_epoch, best = [], 0, None
@@ -278,14 +292,19 @@ def train_spot_model(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     step = start_epoch * steps_per_epoch
+    out_of_time = False
     for epoch in range(start_epoch, cfg.epochs):
+        if out_of_time:
+            break
         model.train()
         t0 = time.time()
         order = rng.permutation(len(train))
         losses = []
         for b0 in range(0, len(order), cfg.batch_size):
             check_cancel(cancel)
-            x, t, w, v = (a.to(dev) for a in _make_batch([train[i] for i in order[b0 : b0 + cfg.batch_size]], cfg, rng, cfg.augment))
+            batch = [train[i] for i in order[b0 : b0 + cfg.batch_size]]
+            x, t, w, v = (a.to(dev) for a in _make_batch(batch, cfg, rng, cfg.augment))
+            x = x.contiguous(memory_format=torch.channels_last)
             loss = distance_weighted_loss(model(x), t, w, v, dice_weight=cfg.dice_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -294,8 +313,12 @@ def train_spot_model(
             losses.append(loss.item())
             step += 1
             report(progress, step, total, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-20:]):.4f}")
+            if time_limit and time.time() - t_start > time_limit:
+                out_of_time = True
+                break
         metrics = evaluate_spot_model(model, val, device=dev) if val else {}
-        entry = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "seconds": round(time.time() - t0, 1), **metrics}
+        entry = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
+                 "seconds": round(time.time() - t0, 1), **metrics}
         history.append(entry)
         if best is None or metrics.get("f1", 0) >= best["f1"]:
             best = {"f1": metrics.get("f1", 0), "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
