@@ -17,7 +17,7 @@ from napari_xrd.core.simulate import (
 )
 from napari_xrd.core.simulate.anomalies import draw_anomaly_params, label_vector
 
-GEOM = DetectorGeometry((192, 192), 0.3, 90.0, (97.0, 94.5), 1.0, pitch=1.0, yaw=-2.0)
+GEOM = DetectorGeometry((192, 192), 0.3, 60.0, (97.0, 94.5), 1.0, pitch=1.0, yaw=-2.0)
 CRYSTAL = common_crystal("trypsin", orientation=random_orientation(np.random.default_rng(1)))
 BASE = dict(noise=False, beamstop=False, solvent_photons=5.0, air_photons=2.0, d_min=2.0, marker_values=False)
 
@@ -146,7 +146,9 @@ def test_random_stills_labels_match_what_was_injected():
     seen = np.zeros(7, int)
     for seed in range(40):
         st = random_still(seed, detector="adsc_q4", shape=(64, 64), d_min=4.0)
-        assert st.anomaly_labels.tolist() == label_vector(list(st.params["anomalies"])).tolist()
+        shown = [a for a, v in st.params["anomaly_visible"].items() if v]
+        assert set(shown) <= set(st.params["anomalies"])
+        assert st.anomaly_labels.tolist() == label_vector(shown).tolist()
         style = st.params["params"]["style"]
         if style != "realistic":  # flat and binary backgrounds never carry rings or clouds
             assert not set(st.anomalies) & {"background_ring", "ice_ring", "loop_scattering", "diffuse_scattering"}
@@ -162,3 +164,15 @@ def test_explicit_anomaly_list_is_honoured():
     assert st.anomalies == ["ice_ring", "artifact"]
     st = random_still(5, shape=(64, 64), anomalies="none", d_min=4.0)
     assert st.anomalies == []
+
+
+def test_rings_beyond_the_detector_edge_are_not_labelled():
+    ice = {"photons": 50.0, "sigma_s": 0.002, "spotty": False, "n_grains": 0, "seed": 0}
+    far = DetectorGeometry((128, 128), 0.1, 600.0, (64, 64), 1.0)  # sees d > 9 Å only
+    near = DetectorGeometry((128, 128), 0.3, 40.0, (64, 64), 1.0)
+    kw = dict(noise=False, d_min=4.0, anomalies={"ice_ring": ice})
+    assert simulate_still(far, CRYSTAL, **kw).anomalies == []
+    assert simulate_still(far, CRYSTAL, **kw).params["anomaly_visible"] == {"ice_ring": False}
+    assert simulate_still(near, CRYSTAL, **kw).anomalies == ["ice_ring"]
+    binary = simulate_still(near, CRYSTAL, style="binary", **kw)
+    assert binary.anomalies == []

@@ -17,7 +17,10 @@ strong_background      background raised and crystal signal lowered (low SNR)
 artifact               stripes, a dead module, hot clusters, CCD blooming
 =====================  =====================================================
 
-The label of an image is 1 for every class whose effect was injected.
+The label of an image is 1 for every class whose effect was injected and
+shows: a ring, arc or cloud must raise at least 0.1 % of the pixels (50 at
+least) by more than twice the background's photon noise (an ice ring beyond
+the detector edge is not labelled), and nothing shows on a binary image.
 """
 
 from __future__ import annotations

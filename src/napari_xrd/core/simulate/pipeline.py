@@ -257,7 +257,7 @@ def simulate_still(
     n_slow, n_fast = shape
     level = max(p["solvent_photons"] + p["flat_photons"] + 0.3 * p["air_photons"], 1.0)
     anom = _normalise_anomalies(anomalies, np.random.default_rng([int(seed), 1]), level)
-    labels = label_vector(list(anom))
+    label_vector(list(anom))  # validates the names
 
     maps = _bg.pixel_maps(geometry, polarization_fraction=p["polarization_fraction"])
     strong = anom.get("strong_background")
@@ -312,18 +312,26 @@ def simulate_still(
     if p["style"] == "realistic":
         back *= maps["polarization"] * maps["solid_angle"]
     pixel_rad = geometry.pixel_size / geometry.distance
+    # an injected ring, arc or cloud is labelled only if it shows on this detector: at least
+    # 0.1 % of the pixels (50 at least) gain more than twice the background's photon noise
+    visible = {name: p["style"] != "binary" for name in anom}
+    noise_floor = np.sqrt(back + np.float32(1.0)) * np.float32(2.0) if anom else None
+    min_pixels = max(50, int(1e-3 * back.size))
     for name in ("background_ring", "ice_ring", "loop_scattering", "diffuse_scattering"):
-        if name in anom:
-            term = _anom.scattering_terms(name, anom[name], maps, pixel_rad=pixel_rad)
-            back += term * maps["polarization"] * maps["solid_angle"]
+        if name not in anom:
+            continue
+        term = _anom.scattering_terms(name, anom[name], maps, pixel_rad=pixel_rad)
+        term *= maps["polarization"] * maps["solid_angle"]
+        if name == "diffuse_scattering":
+            dp = anom[name]
+            hs_idx, hf_idx, hw = render_spots(shape, refl["fast"], refl["slow"], cov * dp["halo_scale"] ** 2)
+            halo = np.bincount(hf_idx, hw * photons[hs_idx] * dp["halo_fraction"], minlength=back.size)
+            term += halo.reshape(shape).astype(np.float32)
+        visible[name] = visible[name] and int(np.count_nonzero(term > noise_floor)) >= min_pixels
+        back += term
     if bg_factor != 1.0:
         back *= np.float32(bg_factor)
-    if "diffuse_scattering" in anom:
-        dp = anom["diffuse_scattering"]
-        hs_idx, hf_idx, hw = render_spots(shape, refl["fast"], refl["slow"], cov * dp["halo_scale"] ** 2)
-        back += np.bincount(hf_idx, hw * photons[hs_idx] * dp["halo_fraction"], minlength=back.size).reshape(
-            shape
-        ).astype(np.float32)
+    labels = label_vector([name for name in anom if visible[name]])
 
     # -------------------------------------------------------------- response
     if p["beamstop"] and p["style"] != "binary":
@@ -427,6 +435,7 @@ def simulate_still(
         "crystal": crystal.to_dict(),
         "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in p.items()},
         "anomalies": anom,
+        "anomaly_visible": visible,
         "d_min_used": d_min,
     }
     if module_gains is not None:
