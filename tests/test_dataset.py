@@ -232,3 +232,25 @@ def test_flipped_bytes_are_detected_by_checksums(tmp_path):
     assert not rep.ok
     assert {p for p, _, _ in rep.bad_examples} == {first}
     assert rep.n_examples == 3
+
+
+def _read_index(args):
+    ds, i = args
+    return int(ds[i].attrs["index"]), float(ds[i].image.sum())
+
+
+def test_reading_after_fork_and_refresh(tmp_path):
+    import multiprocessing as mp
+
+    with DatasetWriter(tmp_path, examples_per_shard=2) as w:
+        w.add_many(_example(i) for i in range(4))
+    ds = open_dataset(tmp_path)
+    ds[0]  # open a handle in the parent before forking
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map(_read_index, [(ds, i) for i in range(4)])
+    assert got == [(i, float(_example(i).image.sum())) for i in range(4)]
+    with DatasetWriter(tmp_path) as w:
+        w.add(_example(9))
+    assert len(ds) == 4
+    ds.refresh()
+    assert len(ds) == 5 and ds[4].attrs["index"] == 9

@@ -600,6 +600,16 @@ class Dataset(Sequence):
                         rep.bad_examples.append((p, name, str(exc)))
         return rep
 
+    def __getstate__(self):
+        # picklable for DataLoader workers and process pools: open files stay behind
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._pid = os.getpid()
+
     def close(self) -> None:
         for f in getattr(self, "_handles", {}).values():
             try:
