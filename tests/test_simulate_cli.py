@@ -73,3 +73,26 @@ def test_cancel_keeps_finished_examples(tmp_path):
 def test_progress_bar_runs(tmp_path, capsys):
     assert main(["simulate", str(tmp_path), "--n", "2", "--size", "48", "--workers", "1"]) == 0
     assert "wrote 2 simulated images" in capsys.readouterr().out  # (tqdm hides its bar when not on a terminal)
+
+
+def test_worker_count_is_honoured(tmp_path, monkeypatch):
+    import multiprocessing as mp
+
+    from napari_xrd.core.simulate import generate
+
+    pools = []
+    real_get_context = mp.get_context
+
+    class Spy:
+        def __init__(self, ctx):
+            self.ctx = ctx
+
+        def Pool(self, n):  # noqa: N802 - mirrors multiprocessing
+            pools.append(n)
+            return self.ctx.Pool(n)
+
+    monkeypatch.setattr(mp, "get_context", lambda method: Spy(real_get_context(method)))
+    generate.write_simulated_dataset(tmp_path / "a", 2, workers=1, shape=(32, 32))
+    assert pools == []  # in process
+    generate.write_simulated_dataset(tmp_path / "b", 2, workers=2, shape=(32, 32))
+    assert pools == [2]

@@ -84,7 +84,7 @@ def write_simulated_dataset(
 
     if n < 0:
         raise ValueError("n must be non-negative")
-    workers = os.cpu_count() or 1 if workers is None else max(1, int(workers))
+    workers = (os.cpu_count() or 1) if workers is None else max(1, int(workers))
     jobs = ((seed, i, options) for i in range(n))
     done = 0
     report(progress, 0, n, "simulating")
