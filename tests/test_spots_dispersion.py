@@ -181,3 +181,19 @@ def test_nan_pixels_are_treated_as_masked():
     res = find_spots(img)
     assert res.table.n_spots == len(centres)
     assert not res.labels[0:4, 0:4].any()
+
+
+@pytest.mark.realdata
+def test_real_adsc_frame_spots_are_sensible():
+    from pathlib import Path
+
+    from napari_xrd.core.io import open_image
+
+    image = open_image(Path(__file__).resolve().parents[1] / "sample_data" / "adsc_q4_lysozyme_2002.img.bz2")
+    res = find_spots(image.frame(0), geometry=image.geometry, pixel_mask=image.pixel_mask)
+    t = res.table
+    assert 50 < t.n_spots < 1000  # a lysozyme still: a few hundred strong spots at most
+    assert not res.labels[image.pixel_mask != 0].any()  # nothing in the CCD seams
+    assert np.all(t["d"] > 1.0) and np.all(t["intensity"] > 0)
+    # spots are compact: most have a handful of pixels
+    assert np.median(t["size"]) < 30
