@@ -171,3 +171,20 @@ def test_time_limit_stops_after_a_step_and_still_validates():
     cfg = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=4, batch_size=2, epochs=5)
     _, hist = train_spot_model(frames, frames[:1], config=cfg, device="cpu", time_limit=1e-3)
     assert len(hist) == 1 and hist[0]["steps"] == 1 and "f1" in hist[0]
+
+
+def test_batchnorm_folding_keeps_the_output():
+    from napari_xrd.core.models.attention_unet import fold_batchnorm
+
+    net = build_attention_unet(channels=(4, 8, 16), stem=2)
+    net.train()
+    with torch.no_grad():  # give BN non-trivial running statistics
+        for _ in range(3):
+            net(torch.randn(4, 2, 32, 32) * 3 + 1)
+    net.eval()
+    fused = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # original untouched
+    x = torch.randn(2, 2, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), net(x), atol=1e-4, rtol=1e-4)

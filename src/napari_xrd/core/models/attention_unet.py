@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from napari_xrd.core.models.weights import register_architecture
 
-__all__ = ["build_attention_unet"]
+__all__ = ["build_attention_unet", "fold_batchnorm"]
 
 
 def _modules():
@@ -143,3 +143,33 @@ def build_attention_unet(
     return _modules()(
         in_channels=in_channels, channels=channels, full_res_convs=full_res_convs, attention=attention, stem=stem
     )
+
+
+def fold_batchnorm(model):
+    """A copy of ``model`` for inference with every BatchNorm folded into its convolution.
+
+    ``conv → BN`` becomes one convolution with ``w' = w · γ/σ`` and
+    ``b' = (b - μ) · γ/σ + β`` (running statistics), which saves a pass over
+    every feature map.  The copy is in eval mode; ``model`` is unchanged.
+    """
+    import copy
+
+    import torch
+    from torch import nn
+
+    model = copy.deepcopy(model).eval()
+    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
+        layers = list(seq)
+        for i in range(len(layers) - 1):
+            conv, bn = layers[i], layers[i + 1]
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+                bias = conv.bias.detach() if conv.bias is not None else torch.zeros_like(bn.running_mean)
+                fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                                  conv.padding, conv.dilation, conv.groups, bias=True)
+                with torch.no_grad():
+                    fused.weight.copy_(conv.weight * scale[:, None, None, None])
+                    fused.bias.copy_((bias - bn.running_mean) * scale + bn.bias.detach())
+                seq[i] = fused
+                seq[i + 1] = nn.Identity()
+    return model

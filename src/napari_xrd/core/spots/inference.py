@@ -64,6 +64,28 @@ def prepare_input(image, valid) -> np.ndarray:
     return out
 
 
+_INFERENCE_COPIES = None
+
+
+def _inference_model(net):
+    """BatchNorm-folded, channels-last copy of ``net`` (cached per module)."""
+    import weakref
+
+    import torch
+
+    global _INFERENCE_COPIES
+    if _INFERENCE_COPIES is None:
+        _INFERENCE_COPIES = weakref.WeakKeyDictionary()
+    fast = _INFERENCE_COPIES.get(net)
+    if fast is None:
+        from napari_xrd.core.models.attention_unet import fold_batchnorm
+
+        fast = fold_batchnorm(net) if any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) else net
+        fast = fast.to(memory_format=torch.channels_last)  # oneDNN and cuDNN prefer NHWC convolutions
+        _INFERENCE_COPIES[net] = fast
+    return fast
+
+
 def _tile_origins(n: int, step: int) -> list[int]:
     return list(range(0, max(n, 1), step))
 
@@ -127,7 +149,7 @@ def predict_spot_probability(
 
         net, card = load_model(model, task="spots", device=str(dev))
         card_inference = card.card.get("inference", {})
-    net = net.to(memory_format=torch.channels_last)  # oneDNN and cuDNN prefer NHWC convolutions
+    net = _inference_model(net)
     tile = int(tile or card_inference.get("tile", DEFAULT_TILE))
     margin = int(margin if margin is not None else card_inference.get("margin", DEFAULT_MARGIN))
     multiple = int(getattr(net, "multiple", 1))
