@@ -14,8 +14,9 @@ Prints
    simulated frames with the same geometry (ADSC Q4, 250 mm, 1.0 Å, beam centre
    (1160.5, 1216.9) px, 1° oscillation) and the lysozyme cell in several random
    orientations: median background per resolution shell, pixel noise and its
-   neighbour correlation, and per-shell count and median size of the spots
-   found by the same DIALS-style dispersion finder on both.
+   neighbour correlation, and per-shell count, median size (pixels) and
+   median background-subtracted intensity (ADU) of the spots found by the same
+   DIALS-style dispersion finder on both.
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ SHELLS = [100.0, 8.0, 5.0, 4.0, 3.5, 3.0, 2.6, 2.3, 2.0]
 ADSC_SETTINGS = dict(
     d_min=1.5,
     oscillation_deg=1.0,
-    mosaicity_deg=0.2,
-    intensity_scale=100.0,
+    mosaicity_deg=0.1,
+    intensity_scale=40.0,
     spot_sigma_mm=0.03,
     psf_px=0.3,
     gain=2.0,  # ADU per photon  } these three reproduce the real frame's background noise
@@ -54,6 +55,7 @@ ADSC_SETTINGS = dict(
     beamstop_radius_mm=5.5,
     beamstop_arm_angle_deg=90.0,
 )
+ADSC_WILSON_B = 8.0
 ADSC_RING = {"background_ring": {"photons": 21.0, "d": 3.45, "sigma_s": 0.04}}
 
 
@@ -135,10 +137,13 @@ def _measure(image, geometry, pixel_mask, valid):
     t_find = time.perf_counter() - t
     d = np.asarray(found.table["d"])
     size = np.asarray(found.table["size"])
+    inten = np.asarray(found.table["intensity"])
     sidx = _shell_index(d)
-    counts = [int((sidx == k).sum()) for k in range(len(SHELLS) - 1)]
-    sizes = [float(np.median(size[sidx == k])) if np.any(sidx == k) else float("nan") for k in range(len(SHELLS) - 1)]
-    return bg, noise, counts, sizes, t_find
+    n_shells = len(SHELLS) - 1
+    counts = [int((sidx == k).sum()) for k in range(n_shells)]
+    sizes = [float(np.median(size[sidx == k])) if np.any(sidx == k) else float("nan") for k in range(n_shells)]
+    intens = [float(np.median(inten[sidx == k])) if np.any(sidx == k) else float("nan") for k in range(n_shells)]
+    return bg, noise, counts, sizes, intens, t_find
 
 
 def bench_realism(n_orientations: int) -> None:
@@ -153,12 +158,12 @@ def bench_realism(n_orientations: int) -> None:
     print(f"geometry: {g.name} {g.shape[1]}x{g.shape[0]}, {g.distance} mm, {g.wavelength} Å, "
           f"beam centre ({g.beam_center[0]:.1f}, {g.beam_center[1]:.1f}) px; simulated: lysozyme P43212, "
           f"1° oscillation, {n_orientations} random orientations")
-    r_bg, r_noise, r_counts, r_sizes, _ = _measure(img, g, real.pixel_mask, img > 0)
+    r_bg, r_noise, r_counts, r_sizes, r_int, _ = _measure(img, g, real.pixel_mask, img > 0)
     sims = []
     t_sim = []
     for k in range(n_orientations):
         crystal = common_crystal("lysozyme", orientation=random_orientation(np.random.default_rng(k)),
-                                 wilson_b=15.0, structure_seed=k)
+                                 wilson_b=ADSC_WILSON_B, structure_seed=k)
         t = time.perf_counter()
         st = simulate_still(g, crystal, seed=k, detector=get_detector("adsc_q4"), anomalies=ADSC_RING, **ADSC_SETTINGS)
         t_sim.append(time.perf_counter() - t)
@@ -166,13 +171,15 @@ def bench_realism(n_orientations: int) -> None:
     s_bg = np.median([s[0] for s in sims], axis=0)
     s_counts = np.array([s[2] for s in sims])
     s_sizes = np.nanmedian([s[3] for s in sims], axis=0)
+    s_int = np.nanmedian([s[4] for s in sims], axis=0)
     print(f"(simulating one 2304x2304 frame took {statistics.median(t_sim):.2f} s)")
     print(f"{'shell (Å)':>12} | {'bg real':>7} {'bg sim':>7} | {'spots real':>10} {'spots sim (mean, range)':>24} | "
-          f"{'size real':>9} {'size sim':>8}")
+          f"{'size real':>9} {'size sim':>8} | {'I real':>7} {'I sim':>7}")
     for k, (a, b) in enumerate(zip(SHELLS[:-1], SHELLS[1:])):
         lo, hi = s_counts[:, k].min(), s_counts[:, k].max()
         print(f"{f'{a:g}-{b:g}':>12} | {r_bg[k]:7.1f} {s_bg[k]:7.1f} | {r_counts[k]:10d} "
-              f"{f'{s_counts[:, k].mean():.1f} ({lo}-{hi})':>24} | {r_sizes[k]:9.1f} {s_sizes[k]:8.1f}")
+              f"{f'{s_counts[:, k].mean():.1f} ({lo}-{hi})':>24} | {r_sizes[k]:9.1f} {s_sizes[k]:8.1f} | "
+              f"{r_int[k]:7.0f} {s_int[k]:7.0f}")
     print(f"{'total':>12} | {'':7} {'':7} | {sum(r_counts):10d} {f'{s_counts.sum(axis=1).mean():.1f}':>24} |")
     s_noise = np.median([s[1] for s in sims], axis=0)
     print(f"background noise (ADU, 700x700 corner): real {r_noise[0]:.2f} sim {s_noise[0]:.2f}; "
@@ -185,7 +192,16 @@ def main(argv=None) -> int:
     ap.add_argument("--orientations", type=int, default=5, help="crystal orientations for the realism table")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-realism", action="store_true")
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="override ADSC_SETTINGS (or wilson_b) for the realism run, e.g. --set intensity_scale=80")
     args = ap.parse_args(argv)
+    global ADSC_WILSON_B
+    for item in args.set:
+        name, value = item.split("=", 1)
+        if name == "wilson_b":
+            ADSC_WILSON_B = float(value)
+        else:
+            ADSC_SETTINGS[name] = float(value)
     if not args.skip_speed:
         bench_speed(args.n)
     if not args.skip_realism:
