@@ -87,6 +87,8 @@ def test_simulated_still_round_trip(tmp_path):
     np.testing.assert_array_equal(ex.spots, st.spots)
     assert ex.geometry == st.geometry
     assert ex.provenance["seed"] == st.seed and ex.provenance["params"]["crystal"] == st.params["crystal"]
+    np.testing.assert_array_equal(ex.extra["beamstop_mask"], st.beamstop_mask)
+    np.testing.assert_array_equal(ex.extra["artifact_mask"], st.artifact_mask)
 
 
 def test_bad_examples_are_refused_with_clear_errors(tmp_path):

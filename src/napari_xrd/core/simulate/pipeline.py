@@ -164,7 +164,11 @@ class SimulatedStill:
         return [n for n, v in zip(ANOMALY_CLASSES, self.anomaly_labels) if v]
 
     def to_example(self, *, attrs: dict | None = None):
-        """This image as a :class:`napari_xrd.core.dataset.Example` (simulated provenance)."""
+        """This image as a :class:`napari_xrd.core.dataset.Example`.
+
+        Provenance holds the generator version, seed and all parameters;
+        ``extra`` holds ``beamstop_mask`` and ``artifact_mask``.
+        """
         from napari_xrd.core.dataset import Example
 
         return Example(
@@ -177,6 +181,11 @@ class SimulatedStill:
             provenance={"source": "simulated", "generator": GENERATOR_VERSION, "seed": int(self.seed),
                         "params": self.params},
             attrs=dict(attrs or {}),
+            extra={
+                name: getattr(self, name)
+                for name in ("beamstop_mask", "artifact_mask")
+                if getattr(self, name) is not None
+            },
         )
 
 
