@@ -83,6 +83,6 @@ def run(args) -> int:
         print(f"  tilt          {result.tilt_deg:.3f}° towards {result.tilt_direction_deg:.1f}° "
               f"(pitch {result.pitch_deg:.3f}°, yaw {result.yaw_deg:.3f}°, ±{result.tilt_uncertainty_deg:.3f}°)")
     else:
-        print("  tilt          not determinable from this image (no usable rings); reported as 0")
+        print("  tilt          not determinable from this image (needs rings at two or more 2θ); reported as 0")
     print(f"  method        {result.method}")
     return 0

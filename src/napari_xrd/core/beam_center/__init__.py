@@ -30,6 +30,9 @@ __all__ = ["BeamCenterResult", "estimate_beam_center", "METHODS"]
 
 METHODS = ("auto", "rings", "friedel", "resnet", "heuristic")
 
+#: robust z-score of the symmetry peak above which the pattern counts as centrosymmetric
+MIN_SYMMETRY_Z = 8.0
+
 
 @dataclass
 class BeamCenterResult:
@@ -211,7 +214,7 @@ def estimate_beam_center(
     True
     """
     from napari_xrd.core.beam_center._common import check_image
-    from napari_xrd.core.beam_center.friedel import _shadow, centrosymmetry_center
+    from napari_xrd.core.beam_center.friedel import _shadow, beamstop_center, centrosymmetry_center
     from napari_xrd.core.beam_center.heuristic import heuristic_beam_center
     from napari_xrd.core.beam_center.rings import refine_with_rings
     from napari_xrd.core.progress import check_cancel, report
@@ -254,7 +257,8 @@ def estimate_beam_center(
 
     report(progress, 1, 4, "symmetry centre")
     t1 = time.perf_counter()
-    valid_ns = valid & ~_shadow(data, valid)
+    shadow = _shadow(data, valid)
+    valid_ns = valid & ~shadow
     start = radius = None
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         start, radius = nn["beam_center_px"], max(30.0, 4 * nn["center_sigma_px"])
@@ -263,13 +267,32 @@ def estimate_beam_center(
     )
     timings["friedel_s"] = time.perf_counter() - t1
     details["friedel"] = {"beam_center_px": list(sym), **sd}
+    symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z
+    bs = beamstop_center(data, valid, shadow=shadow)
+    if bs is not None:
+        details["beamstop"] = {"beam_center_px": list(bs[0]), "radius_px": bs[1]}
+    # where the ring search starts: the symmetry centre if the pattern is
+    # clearly symmetric, else the network's guess, else the beamstop
+    # the direct beam hits the beamstop: a symmetry centre outside its
+    # shadow is a false peak
+    if bs is not None and math.hypot(sym[0] - bs[0][0], sym[1] - bs[0][1]) > 1.5 * bs[1] + 10:
+        symmetric = False
+        details["friedel"]["outside_beamstop"] = True
+    if symmetric or (nn is None and bs is None):
+        start_c = sym
+    elif nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
+        start_c = nn["beam_center_px"]
+    elif bs is not None:
+        start_c = bs[0]
+    else:
+        start_c = sym
     check_cancel(cancel)
 
     fit = None
     if method in ("auto", "rings"):
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
-        fit = refine_with_rings(data, valid_ns, geometry.replace(beam_center=sym), fit_tilt=fit_tilt)
+        fit = refine_with_rings(data, valid_ns, geometry.replace(beam_center=start_c), fit_tilt=fit_tilt)
         timings["rings_s"] = time.perf_counter() - t2
         if fit is not None:
             details["rings"] = {
@@ -300,5 +323,16 @@ def estimate_beam_center(
     if method == "rings":
         raise ValueError("no usable powder or water ring found in the image; try method='friedel'")
     report(progress, 4, 4, "done")
-    return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None, tilt_ok=False,
-                   method="friedel", details=details)
+    if symmetric or method == "friedel":
+        return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None,
+                       tilt_ok=False, method="friedel", details=details)
+    if nn is not None:
+        g = geometry.replace(beam_center=nn["beam_center_px"])
+        return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=None, tilt_ok=False,
+                       method="resnet (no rings, pattern not clearly centrosymmetric)", details=details)
+    if bs is not None:
+        return _result(geometry.replace(beam_center=bs[0]), uncertainty=max(2.0, bs[1] / 2), tilt_sigma=None,
+                       tilt_ok=False, method="beamstop (no rings, pattern not clearly centrosymmetric)",
+                       details=details)
+    return _result(geometry.replace(beam_center=sym), uncertainty=max(sd["uncertainty_px"], 20.0), tilt_sigma=None,
+                   tilt_ok=False, method="friedel (weak)", details=details)

@@ -25,7 +25,7 @@ import numpy as np
 
 from napari_xrd.core.beam_center._common import block_mean, check_image
 
-__all__ = ["centrosymmetry_center", "symmetry_score_map"]
+__all__ = ["centrosymmetry_center", "symmetry_score_map", "beamstop_center"]
 
 
 def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
@@ -47,8 +47,9 @@ def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float =
     # a blur near the image border is biased by the background's slope:
     # taper the border (width 2 sigma) so it cannot look symmetric
     h, w = p.shape
-    ramp_r = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / (2 * sigma), 0, 1)
-    ramp_c = np.clip(np.minimum(np.arange(w), np.arange(w)[::-1]) / (2 * sigma), 0, 1)
+    taper = min(2 * sigma, 0.08 * max(h, w))
+    ramp_r = np.clip(np.minimum(np.arange(h), np.arange(h)[::-1]) / taper, 0, 1)
+    ramp_c = np.clip(np.minimum(np.arange(w), np.arange(w)[::-1]) / taper, 0, 1)
     p = p * ramp_r[:, None] * ramp_c[None, :]
     # compress the brightest tails (hot pixels, saturated spots), unit RMS
     if not valid.any():
@@ -61,24 +62,70 @@ def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float =
 def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Beamstop shadow, its arm and other dark regions: far below the local level.
 
-    Worked out on a ~512-pixel binned image (level: masked Gaussian blur;
-    dark: below 30% of it; grown by two bins to cover the edges) and expanded
+    Worked out on a ~1024-pixel binned image (level: masked Gaussian blur;
+    dark: below 20% of it; grown by two bins to cover the edges) and expanded
     back, so it costs little on a 16M frame.
     """
     from scipy.ndimage import binary_dilation, gaussian_filter
 
     h, w = data.shape
-    f = max(1, int(max(h, w) // 512))
+    f = max(1, int(max(h, w) // 1024))
     small, ok = block_mean(data, valid=valid, factor=f)
     wgt = ok.astype(np.float32)
-    num = gaussian_filter(np.where(ok, small, 0), 8.0, mode="nearest")
-    den = gaussian_filter(wgt, 8.0, mode="nearest")
+    num = gaussian_filter(np.where(ok, small, 0), 16.0, mode="nearest")
+    den = gaussian_filter(wgt, 16.0, mode="nearest")
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
-    dark = ok & (small < 0.3 * level)
+    # a block is dark when it is far below its surroundings and that cannot be
+    # Poisson noise (the surroundings hold at least ~10 counts per block)
+    dark = ok & (small < 0.2 * level) & (level * f * f >= 10.0)
     dark = binary_dilation(dark, iterations=2)
+    if dark.sum() > 0.3 * max(1, ok.sum()):  # not a shadow: a dim image
+        dark[:] = False
     rows = np.minimum(np.arange(h) // f, dark.shape[0] - 1)
     cols = np.minimum(np.arange(w) // f, dark.shape[1] - 1)
     return dark[rows[:, None], cols[None, :]]
+
+
+def beamstop_center(data: np.ndarray, valid: np.ndarray, *, shadow: np.ndarray | None = None):
+    """Centre of the beamstop's shadow disc (the arm ignored), or None.
+
+    The deepest point (largest distance to its edge) of the dark component
+    of largest extent (the beamstop with its arm; dead or cold patches are
+    compact), on a ~1024-pixel binned image; arms are narrower than the disc,
+    so they do not attract it.
+
+    Returns
+    -------
+    (beam_center, radius_px) or None
+        ``(fast, slow)`` corner convention and the disc radius in pixels.
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    h, w = data.shape
+    f = max(1, int(max(h, w) // 1024))
+    if shadow is None:
+        shadow = _shadow(data, valid)
+    from scipy.ndimage import find_objects, label
+
+    sm = shadow[: (h // f) * f : f, : (w // f) * f : f]
+    if not sm.any():
+        return None
+    # the beamstop hangs on an arm: keep the dark component of largest extent
+    # (dead or cold patches are compact)
+    lab, n = label(sm)
+    if n > 1:
+        ext = [max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in find_objects(lab)]
+        sm = lab == (int(np.argmax(ext)) + 1)
+    dist = distance_transform_edt(sm)
+    i, j = np.unravel_index(np.argmax(dist), dist.shape)
+    r = float(dist[i, j])
+    if r < 3:
+        return None
+    # centroid of the disc core (points within 1.5 bins of the maximum depth)
+    core = dist >= r - 1.5
+    rr, cc = np.nonzero(core)
+    near = (rr - i) ** 2 + (cc - j) ** 2 <= r**2
+    return ((float(cc[near].mean()) + 0.5) * f, (float(rr[near].mean()) + 0.5) * f), r * f
 
 
 def symmetry_score_map(p: np.ndarray, valid: np.ndarray, *, min_overlap: float = 0.2) -> np.ndarray:
@@ -186,14 +233,22 @@ def centrosymmetry_center(
     # ---- coarse: whole binned image
     f = max(1, int(np.ceil(max(n_slow, n_fast) / coarse_size)))
     small, ok = block_mean(data, valid=valid, factor=f)
-    # spot-scale plus ring-scale detail
-    p = _highpass(small, ok, sigma=2.0) + _highpass(small, ok, sigma=12.0, smooth=1.0)
-    score = symmetry_score_map(p, ok)
+    # spot-scale, ring-scale and diffuse-background-scale detail, each scored
+    low = _highpass(small, ok, sigma=max(small.shape) / 4, smooth=3.0)
+    score = (
+        symmetry_score_map(_highpass(small, ok, sigma=2.0), ok)
+        + symmetry_score_map(_highpass(small, ok, sigma=12.0, smooth=1.0), ok)
+        + 0.5 * symmetry_score_map(low, ok)
+    )
     near = rad = None
     if start is not None and search_radius_px is not None:
         near = (2 * (start[1] / f - 0.5), 2 * (start[0] / f - 0.5))
         rad = 2 * search_radius_px / f
     i, j, coarse_val = _peak(score, near, rad)
+    # how far the peak stands out of the score map (robust z-score)
+    fin = score[np.isfinite(score)]
+    med = float(np.median(fin))
+    z = float((coarse_val - med) / (1.4826 * np.median(np.abs(fin - med)) + 1e-12))
     coarse = ((j / 2 + 0.5) * f, (i / 2 + 0.5) * f)  # binned index -> full corner coords
     # ---- fine: full-resolution crop centred on the coarse centre
     hw = int(min(fine_half_width, max(n_slow, n_fast) // 2))
@@ -224,6 +279,7 @@ def centrosymmetry_center(
         "coarse": [float(coarse[0]), float(coarse[1])],
         "score": float(fine_val),
         "coarse_score": float(coarse_val),
+        "coarse_z": z,
         "sharpness": sharp,
         "uncertainty_px": float(unc),
         "bin_factor": f,

@@ -36,7 +36,7 @@ import numpy as np
 from napari_xrd.core.beam_center._common import block_mean, polar_directions, sample
 from napari_xrd.core.geometry import DetectorGeometry
 
-__all__ = ["RingFit", "find_rings", "ring_points", "fit_rings", "recentre_by_ring_shifts", "refine_with_rings"]
+__all__ = ["RingFit", "find_rings", "ring_points", "ring_pixels", "fit_rings", "recentre_by_ring_shifts", "refine_with_rings"]
 
 
 @dataclass
@@ -150,6 +150,10 @@ def find_rings(
             near = [q for q in found if abs(q - pk) <= max(2, props["widths"][k] / 2)]
             if near:
                 continue
+            # a "ring" whose half width reaches down towards 2θ = 0 is the
+            # beamstop's edge or small-angle scatter, not a ring
+            if tt[pk] - props["widths"][k] * dtt < 0.4 * tt[pk]:
+                continue
             found[pk] = (props["prominences"][k], props["widths"][k])
     order = sorted(found, key=lambda q: -found[q][0])[:max_rings]
     return [(float(tt[q]), float(max(found[q][1], 2.0) * dtt)) for q in order]
@@ -166,6 +170,7 @@ def ring_points(
     n_rays: int = 4,
     n_samples: int = 41,
     min_snr: float = 3.0,
+    statistic: str = "median",
 ) -> np.ndarray:
     """Sub-pixel ring positions, one per azimuth sector where the ring is clear.
 
@@ -180,6 +185,9 @@ def ring_points(
         Azimuth sectors, rays per sector (median-combined), radial samples.
     min_snr : float
         Peak height over the sector's noise to accept a point.
+    statistic : {"median", "mean"}
+        How a sector's rays are combined: the median ignores spots and
+        masked pixels; the mean keeps spotty (few-grain) powder rings.
 
     Returns
     -------
@@ -201,7 +209,7 @@ def ring_points(
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        prof = np.nanmedian(vals, axis=1)  # (n_sectors, n_tt)
+        prof = (np.nanmedian if statistic == "median" else np.nanmean)(vals, axis=1)  # (n_sectors, n_tt)
     out_tt = np.full(n_sectors, np.nan)
     n = len(tt)
     x = np.arange(n, dtype=float)
@@ -259,6 +267,59 @@ def ring_points(
     return xy[np.all(np.isfinite(xy), axis=1)]
 
 
+def ring_pixels(
+    data: np.ndarray,
+    valid: np.ndarray,
+    geometry: DetectorGeometry,
+    two_theta: float,
+    half_width: float,
+    *,
+    k_sigma: float = 4.0,
+    max_points: int = 3000,
+) -> np.ndarray:
+    """Bright pixels of a spotty (few-grain) powder ring.
+
+    The annulus ``two_theta ± half_width`` is resampled at about one pixel
+    spacing; samples brighter than their azimuth sector's median by
+    ``k_sigma`` robust deviations are kept (the brightest ``max_points``).
+    Fitting the geometry to them minimises the spread of 2θ of the ring's
+    pixels, which works where per-sector profiles are mostly empty.
+
+    Returns
+    -------
+    points : (m, 2) ndarray
+        ``(fast, slow)`` of the selected samples.
+    """
+    scale = float(_radial_scale(geometry, two_theta))
+    radius = geometry.distance * math.tan(two_theta) / geometry.pixel_size
+    n_az = int(min(12000, max(360, 2 * math.pi * radius)))
+    n_rad = int(min(81, max(9, 2 * half_width * scale)))
+    tt = np.linspace(two_theta - half_width, two_theta + half_width, n_rad)
+    tt = tt[tt > 0]
+    az = -np.pi + (np.arange(n_az) + 0.5) * 2 * np.pi / n_az
+    pts = geometry.project(polar_directions(tt, az))
+    vals = sample(data, valid, pts[..., 0], pts[..., 1], order=0)
+    n_sec = 64
+    per = n_az // n_sec
+    v = vals[: per * n_sec].reshape(n_sec, per * len(tt))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(v, axis=1)
+        mad = 1.4826 * np.nanmedian(np.abs(v - med[:, None]), axis=1)
+    mad = np.maximum(mad, np.sqrt(np.maximum(med, 1.0)) * 0.5)
+    bg = np.repeat(med, per)
+    thr = np.repeat(med + k_sigma * mad, per)
+    vv = vals[: per * n_sec]
+    excess = np.where(np.isfinite(vv) & (vv > thr[:, None]), vv - bg[:, None], 0.0)
+    idx = np.flatnonzero(excess.ravel() > 0)
+    if len(idx) > max_points:
+        idx = idx[np.argsort(excess.ravel()[idx])[-max_points:]]
+    p = pts[: per * n_sec].reshape(-1, 2)[idx]
+    return p[np.all(np.isfinite(p), axis=1)]
+
+
 def fit_rings(
     points: list[np.ndarray],
     geometry: DetectorGeometry,
@@ -289,6 +350,8 @@ def fit_rings(
     rings = [p for p in points if len(p) >= 8]
     if not rings:
         return RingFit(geometry=geometry)
+    # at most 400 points a ring (evenly thinned) keep the solver fast
+    rings = [p[np.linspace(0, len(p) - 1, 400).astype(int)] if len(p) > 400 else p for p in rings]
     f = np.concatenate([p[:, 0] for p in rings])
     s = np.concatenate([p[:, 1] for p in rings])
     ring_id = np.concatenate([np.full(len(p), i) for i, p in enumerate(rings)])
@@ -317,7 +380,8 @@ def fit_rings(
             lo[2:4], hi[2:4] = -15.0, 15.0
             x0[2:4] = np.clip(x0[2:4], -14.0, 14.0)
         sol = least_squares(
-            resid, x0, args=(tilt,), bounds=(lo, hi), loss="soft_l1", f_scale=0.5, x_scale=xs, method="trf"
+            resid, x0, args=(tilt,), bounds=(lo, hi), loss="soft_l1", f_scale=0.5, x_scale=xs, method="trf",
+            max_nfev=100, tr_solver="lsmr",
         )
         r = sol.fun
         dof = max(1, len(r) - len(x0))
@@ -452,7 +516,7 @@ def refine_with_rings(
     then alternating full-resolution ring-point extraction and geometry fits
     with shrinking search windows.  Rings whose points scatter by more than
     ``max_ring_rms_px`` about the fit are dropped (spurious peaks, spot
-    clusters).
+    clusters); broad rings are allowed 5% of their width.
 
     Returns None when no usable ring is found.
     """
@@ -466,11 +530,20 @@ def refine_with_rings(
     fit = None
     for it in range(n_iter):
         window_px = (12.0, 8.0, 5.0, 5.0)[min(it, 3)]
-        pts = []
+        pts, limits = [], []
         for tt, hw in rings:
-            w = max(hw * (1.5 if it == 0 else 1.0), window_px / _radial_scale(g, tt))
-            pts.append(ring_points(data, valid, g, tt, w))
-        keep = [i for i, p in enumerate(pts) if len(p) >= 36]
+            scale = float(_radial_scale(g, tt))
+            w = max(hw * (1.5 if it == 0 else 1.0), window_px / scale)
+            p = ring_points(data, valid, g, tt, w)
+            limit = max(max_ring_rms_px, 0.05 * 2 * hw * scale)
+            if len(p) < 36:  # a spotty ring (few grains): fit its bright pixels
+                w = max(hw * 1.5, 12.0 / scale)
+                p2 = ring_pixels(data, valid, g, tt, w)
+                if len(p2) >= 50:
+                    p, limit = p2, 0.5 * w * scale
+            pts.append(p)
+            limits.append(limit)
+        keep = [i for i, p in enumerate(pts) if len(p) >= 30]
         if not keep:
             return fit
         trial = fit_rings([pts[i] for i in keep], g, fit_tilt=fit_tilt)
@@ -480,12 +553,12 @@ def refine_with_rings(
             p = pts[i]
             r = (trial.geometry.two_theta_at(p[:, 0], p[:, 1]) - trial.two_theta[j]) * _radial_scale(g, trial.two_theta[j])
             rms.append(1.4826 * float(np.median(np.abs(r))))
-        good = [j for j in range(len(keep)) if rms[j] <= max_ring_rms_px]
-        if len(good) < len(keep) and good:
-            trial = fit_rings([pts[keep[j]] for j in good], g, fit_tilt=fit_tilt)
-            keep = [keep[j] for j in good]
-        elif not good:
+        good = [j for j in range(len(keep)) if rms[j] <= limits[keep[j]]]
+        if not good:
             return fit
+        if len(good) < len(keep):
+            keep = [keep[j] for j in good]
+            trial = fit_rings([pts[i] for i in keep], g, fit_tilt=fit_tilt)
         fit = trial
         rings = [(fit.two_theta[j], rings[i][1]) for j, i in enumerate(keep)]
         g = fit.geometry
