@@ -187,3 +187,23 @@ def test_eiger_data_file_opens_on_its_own(tmp_path):
     assert image.n_frames == 1 and image.geometry is None
     np.testing.assert_array_equal(image.frame(0), frames[3])
     assert "no detector geometry" in image.metadata["warnings"][0]
+
+
+def test_virtual_dataset_master_and_its_missing_sources(tmp_path):
+    import h5py
+
+    frames, pixel_mask = frames_and_mask(n=4)
+    files = write_nexus(tmp_path / "v_master.h5", frames, GEOMETRY, pixel_mask, frames_per_file=2)
+    # a Diamond-style master: /entry/data/data is a VDS over the data files
+    layout = h5py.VirtualLayout(shape=frames.shape, dtype=frames.dtype)
+    for k, name in enumerate(["v_data_000001.h5", "v_data_000002.h5"]):
+        layout[2 * k : 2 * k + 2] = h5py.VirtualSource(name, "/entry/data/data", shape=(2,) + SHAPE)
+    with h5py.File(files[0], "r+") as f:
+        for name in list(f["entry/data"]):
+            del f["entry/data"][name]
+        f["entry/data"].create_virtual_dataset("data", layout)
+    image = open_image(files[0])
+    np.testing.assert_array_equal(np.asarray(image.data), frames)
+    (tmp_path / "v_data_000002.h5").unlink()
+    with pytest.raises(ImageReadError, match=r"v_master\.h5: dangling virtual dataset .*v_data_000002\.h5"):
+        open_image(files[0])

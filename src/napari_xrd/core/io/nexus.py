@@ -187,6 +187,21 @@ def _scaled(group, name, table, default_unit):
     return float(value) * table[unit]
 
 
+def _check_virtual(path, ds, base):
+    """A virtual dataset (VDS) whose source files are missing would read as
+    zeros without complaint: name the first missing source instead."""
+    if not ds.is_virtual:
+        return
+    for source in ds.virtual_sources():
+        name = source.file_name
+        if name == ".":  # source in the same file
+            continue
+        target = name if os.path.isabs(name) else os.path.join(base, name)
+        if not os.path.exists(target):
+            raise ImageReadError(path, f"dangling virtual dataset {ds.name}: source file {name} not found "
+                                 f"(looked for {target})")
+
+
 def _find_parts(path, f) -> list[_Part]:
     """The datasets holding the frames, following (and checking) links."""
     import h5py
@@ -213,6 +228,7 @@ def _find_parts(path, f) -> list[_Part]:
                     ds = g.get(link.path)
                     if not isinstance(ds, h5py.Dataset):
                         raise ImageReadError(path, f"external link /entry/data/{name}: {link.path} not found in {target}")
+                    _check_virtual(path, ds, os.path.dirname(target))
                     parts.append((_Part(target, link.path, 0), ds.shape, ds.dtype))
             except OSError as exc:
                 raise ImageReadError(path, f"external link /entry/data/{name}: cannot open {target} ({exc})") from None
@@ -223,6 +239,7 @@ def _find_parts(path, f) -> list[_Part]:
                 raise ImageReadError(path, f"cannot resolve /entry/data/{name} ({exc})") from None
             if not isinstance(ds, h5py.Dataset):
                 continue
+            _check_virtual(path, ds, base)
             parts.append((_Part(ds.file.filename, ds.name, 0), ds.shape, ds.dtype))
     out = []
     for part, shape, dtype in parts:
