@@ -207,3 +207,17 @@ def test_virtual_dataset_master_and_its_missing_sources(tmp_path):
     (tmp_path / "v_data_000002.h5").unlink()
     with pytest.raises(ImageReadError, match=r"v_master\.h5: dangling virtual dataset .*v_data_000002\.h5"):
         open_image(files[0])
+
+
+def test_truncated_master_is_claimed_and_named(tmp_path):
+    frames, pixel_mask = frames_and_mask(n=2)
+    master = write_nexus(tmp_path / "tr_master.h5", frames, GEOMETRY, pixel_mask)[0]
+    raw = open(master, "rb").read()
+    cut = tmp_path / "cut_master.h5"
+    cut.write_bytes(raw[: len(raw) // 3])
+    assert can_read(cut)
+    with pytest.raises(ImageReadError, match=r"cut_master\.h5: cannot read HDF5 file"):
+        open_image(cut)
+    anonymous = tmp_path / "cut_no_suffix"
+    anonymous.write_bytes(raw[: len(raw) // 3])
+    assert not can_read(anonymous)

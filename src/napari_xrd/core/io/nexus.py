@@ -62,18 +62,25 @@ def is_hdf5(head: bytes) -> bool:
     return head.startswith(HDF5_MAGIC)
 
 
-def looks_like_nexus_image(path) -> bool:
+def looks_like_nexus_image(path) -> bool | None:
     """Cheap check that an HDF5 file has an ``/entry/data`` image group.
 
-    Does not follow external links; never raises.
+    Returns True or False, or None when the file cannot be opened as HDF5
+    at all (truncated, corrupt).  Does not follow external links; never
+    raises.
     """
     try:
         import h5py
 
-        with HDF5_LOCK, h5py.File(path, "r") as f:
-            entry = f.get("entry")
-            return isinstance(entry, h5py.Group) and "data" in entry
-    except Exception:  # any failure means "not ours"
+        with HDF5_LOCK:
+            try:
+                f = h5py.File(path, "r")
+            except OSError:
+                return None
+            with f:
+                entry = f.get("entry")
+                return isinstance(entry, h5py.Group) and "data" in entry
+    except Exception:  # any other failure means "not ours"
         return False
 
 

@@ -3,15 +3,15 @@
 Formats are recognised by content (magic bytes or the start of the header),
 looking through gzip/bzip2 compression:
 
-=======  ==========================================  =====================
-format   recognised by                               also claimed by name
-=======  ==========================================  =====================
-cbf      ``###CBF`` / ``_array_data`` CIF header     .cbf[.gz|.bz2]
-smv      ``{`` + ``HEADER_BYTES=``                   .img, .smv[.gz|.bz2]
-nexus    HDF5 signature and an ``/entry/data`` group
+=======  ===========================================  ===============================
+format   recognised by                                also claimed by name
+=======  ===========================================  ===============================
+cbf      ``###CBF`` / ``_array_data`` CIF header      .cbf[.gz|.bz2]
+smv      ``{`` + ``HEADER_BYTES=``                    .img, .smv[.gz|.bz2]
+nexus    HDF5 signature and an ``/entry/data`` group  unreadable HDF5 named .h5, .nxs
 tiff     (Big)TIFF signature
 npy      ``\\x93NUMPY`` signature
-=======  ==========================================  =====================
+=======  ===========================================  ===============================
 
 A file claimed only by its name (an empty ``x.cbf``, a truncated download)
 is still claimed, so that opening it gives a clear :class:`ImageReadError`
@@ -42,6 +42,7 @@ from napari_xrd.core.io.types import DiffractionImage, ImageReadError
 __all__ = ["sniff", "can_read", "find_series", "open_image", "open_images"]
 
 _NAME_FORMATS = {".cbf": "cbf", ".img": "smv", ".smv": "smv"}
+_HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5")
 SERIES_FORMATS = ("cbf", "smv")
 _NUMBERED = re.compile(r"^(?P<prefix>.*?)(?P<number>\d+)(?P<ext>\.[A-Za-z][A-Za-z0-9]*)$")
 _GLOB_CHARS = re.compile(r"[*?\[]")
@@ -64,7 +65,10 @@ def sniff(path) -> str | None:
     with open(path, "rb") as fh:
         raw = fh.read(16)
     if nexus.is_hdf5(raw):
-        return "nexus" if nexus.looks_like_nexus_image(path) else None
+        probe = nexus.looks_like_nexus_image(path)
+        if probe is None:  # a broken HDF5 file: ours if named like one
+            return "nexus" if path.lower().endswith(_HDF5_SUFFIXES) else None
+        return "nexus" if probe else None
     if plain.is_tiff(raw):
         return "tiff"
     if plain.is_npy(raw):
