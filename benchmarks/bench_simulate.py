@@ -74,9 +74,11 @@ def bench_speed(n: int) -> None:
     for s in range(3):
         random_still(10_000 + s, shape=(512, 512))  # warm caches and imports
     t = time.perf_counter()
+    c = time.process_time()
     for s in range(n):
         random_still(s, shape=(512, 512))
     single = n / (time.perf_counter() - t)
+    single_cpu = n / (time.process_time() - c)
     with mp.get_context("fork").Pool(2) as pool:
         pool.map(_one, range(4))
         t = time.perf_counter()
@@ -89,7 +91,8 @@ def bench_speed(n: int) -> None:
         write_simulated_dataset(Path(tmp) / "ds", n, seed=1, workers=2, shape=(512, 512))
         written = n / (time.perf_counter() - t)
         size = sum(p.stat().st_size for p in (Path(tmp) / "ds" / "shards").glob("*.h5")) / n / 1e6
-    print(f"random_still 512x512, 1 process : {single:6.1f} images/s  ({n} images, all options random)")
+    print(f"random_still 512x512, 1 process : {single:6.1f} images/s  ({n} images, all options random; "
+          f"{single_cpu:.1f} images per CPU-second, i.e. without the other jobs on the machine)")
     print(f"random_still 512x512, 2 workers : {double:6.1f} images/s  (ratio to 1 process {double / single:.2f})")
     print(f"simulate + write dataset, 2 wkrs: {written:6.1f} images/s  ({size:.2f} MB per example on disk)")
 
