@@ -425,3 +425,44 @@ def test_wrong_argument_types_fail_clearly():
         Crystal((50, 50, 50, 150, 150, 150), "P 1")
     with pytest.raises(ValueError, match="unknown anomaly"):
         simulate_still(geom, common_crystal("lysozyme"), anomalies=["ice"])
+
+
+@pytest.mark.parametrize("oscillation", [0.0, 0.5])
+def test_reflection_search_finds_exactly_the_brute_force_set(oscillation):
+    from napari_xrd.core.simulate.still import predict_reflections
+
+    geom = DetectorGeometry((300, 300), 0.2, 60.0, (150.0, 150.0), 1.2)
+    crystal = Crystal((41.0, 53.0, 67.0, 80.0, 95.0, 104.0), "P 1", random_orientation(np.random.default_rng(6)))
+    kw = dict(d_min=2.5, mosaicity_deg=0.4, bandpass=2e-3, min_partiality=1e-3, margin_px=1e9,
+              oscillation_deg=oscillation)
+    found = predict_reflections(geom, crystal.UB, **kw)
+    # brute force over the whole lattice inside the resolution sphere
+    n = 30
+    hkl = np.stack(np.meshgrid(*[np.arange(-n, n + 1)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    r = hkl @ crystal.UB.T
+    rl = np.linalg.norm(r, axis=1)
+    inside = (rl > 0) & (rl <= 1 / 2.5)
+    hkl, r, rl = hkl[inside], r[inside], rl[inside]
+    lam = 1.2
+    s0 = np.array([0, 0, 1 / lam])
+    fwhm = 2 * np.sqrt(2 * np.log(2))
+    sig = np.sqrt((rl * np.radians(0.4) / fwhm) ** 2 + (lam * rl**2 / 2 * 2e-3 / fwhm) ** 2 + 1e-12)
+    if oscillation == 0:
+        eps = np.linalg.norm(r + s0, axis=1) - 1 / lam
+        part = np.exp(-0.5 * (eps / sig) ** 2)
+    else:
+        # sample the rotation finely: the best excitation error over the exposure
+        from scipy.special import ndtr
+
+        phis = np.radians(np.linspace(0, oscillation, 201))
+        c, s = np.cos(phis), np.sin(phis)
+        ry = r[:, None, 1] * c - r[:, None, 2] * s
+        rz = r[:, None, 1] * s + r[:, None, 2] * c
+        eps = np.sqrt(r[:, None, 0] ** 2 + ry**2 + (rz + 1 / lam) ** 2) - 1 / lam
+        part = np.abs(ndtr(eps[:, -1] / sig) - ndtr(eps[:, 0] / sig))
+    expected = {tuple(h) for h in hkl[part >= 1.5e-3]}
+    got = {tuple(h) for h in found["hkl"]}
+    assert len(expected) > 100
+    assert expected <= got  # nothing missed
+    borderline = {tuple(h) for h in hkl[part >= 0.5e-3]}
+    assert got <= borderline  # nothing far below the partiality cut
