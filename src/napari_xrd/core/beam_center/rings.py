@@ -540,7 +540,12 @@ def refine_with_rings(
                 w = max(hw * 1.5, 12.0 / scale)
                 p2 = ring_pixels(data, valid, g, tt, w)
                 if len(p2) >= 50:
-                    p, limit = p2, 0.5 * w * scale
+                    # a ring's pixels crowd at one 2θ; spots that merely fall in
+                    # the annulus spread over all of it
+                    r = g.two_theta_at(p2[:, 0], p2[:, 1]) * scale
+                    spread = 1.4826 * float(np.median(np.abs(r - np.median(r))))
+                    if it == 0 or spread < 0.3 * w * scale:
+                        p, limit = p2, 0.3 * w * scale
             pts.append(p)
             limits.append(limit)
         keep = [i for i, p in enumerate(pts) if len(p) >= 30]
