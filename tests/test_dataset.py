@@ -256,3 +256,19 @@ def test_reading_after_fork_and_refresh(tmp_path):
     assert len(ds) == 4
     ds.refresh()
     assert len(ds) == 5 and ds[4].attrs["index"] == 9
+
+
+@pytest.mark.parametrize("compression", ["bslz4", "gzip"])
+def test_both_codecs_round_trip(tmp_path, compression):
+    ex = _example(3)
+    with DatasetWriter(tmp_path, compression=compression) as w:
+        w.add(ex)
+    back = open_dataset(tmp_path)[0]
+    np.testing.assert_array_equal(back.image, ex.image)
+    np.testing.assert_array_equal(back.spot_mask, ex.spot_mask)
+    assert open_dataset(tmp_path).verify().ok
+
+
+def test_unknown_codec_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="compression"):
+        DatasetWriter(tmp_path, compression="zip")
