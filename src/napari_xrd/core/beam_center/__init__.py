@@ -273,11 +273,6 @@ def estimate_beam_center(
         details["beamstop"] = {"beam_center_px": list(bs[0]), "radius_px": bs[1]}
     # where the ring search starts: the symmetry centre if the pattern is
     # clearly symmetric, else the network's guess, else the beamstop
-    # the direct beam hits the beamstop: a symmetry centre outside its
-    # shadow is a false peak
-    if bs is not None and math.hypot(sym[0] - bs[0][0], sym[1] - bs[0][1]) > 1.5 * bs[1] + 10:
-        symmetric = False
-        details["friedel"]["outside_beamstop"] = True
     if symmetric or (nn is None and bs is None):
         start_c = sym
     elif nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
@@ -292,7 +287,13 @@ def estimate_beam_center(
     if method in ("auto", "rings"):
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
-        fit = refine_with_rings(data, valid_ns, geometry.replace(beam_center=start_c), fit_tilt=fit_tilt)
+        # rings must lie outside the beamstop's shadow (its edge looks like one)
+        r_min = 2.0 * bs[1] if bs is not None else 0.0
+        r_min = max(r_min, 0.03 * max(data.shape))
+        min_tt = math.atan(r_min * geometry.pixel_size / geometry.distance)
+        fit = refine_with_rings(
+            data, valid_ns, geometry.replace(beam_center=start_c), fit_tilt=fit_tilt, min_two_theta=min_tt
+        )
         timings["rings_s"] = time.perf_counter() - t2
         if fit is not None:
             details["rings"] = {

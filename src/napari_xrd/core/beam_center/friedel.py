@@ -77,7 +77,9 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
     # a block is dark when it is far below its surroundings and that cannot be
     # Poisson noise (the surroundings hold at least ~10 counts per block)
-    dark = ok & (small < 0.2 * level) & (level * f * f >= 10.0)
+    # CCDs read a pedestal where no photons arrive: measure darkness above it
+    base = float(np.percentile(small[ok], 0.5)) if ok.any() else 0.0
+    dark = ok & (small - base < 0.2 * (level - base)) & ((level - base) * f * f >= 10.0)
     dark = binary_dilation(dark, iterations=2)
     if dark.sum() > 0.3 * max(1, ok.sum()):  # not a shadow: a dim image
         dark[:] = False

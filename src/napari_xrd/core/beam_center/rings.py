@@ -83,6 +83,7 @@ def find_rings(
     max_rings: int = 8,
     min_snr: float = 5.0,
     target_size: int = 640,
+    min_two_theta: float = 0.0,
 ) -> list[tuple[float, float]]:
     """Find ring-like maxima of the radial profile.
 
@@ -97,6 +98,8 @@ def find_rings(
         Minimum peak prominence over the profile noise.
     target_size : int
         Long side of the binned image used for the profile.
+    min_two_theta : float
+        Ignore maxima below this 2θ (radians): the beamstop's edge.
 
     Returns
     -------
@@ -145,7 +148,7 @@ def find_rings(
         peaks, props = find_peaks(curve, prominence=min_snr * noise, width=(1, None))
         for k, pk in enumerate(peaks):
             # ignore the beamstop region: the first 3% of the radial range
-            if pk <= 0.03 * n_tt or not good[pk]:
+            if pk <= 0.03 * n_tt or not good[pk] or tt[pk] - props["widths"][k] * dtt < min_two_theta:
                 continue
             near = [q for q in found if abs(q - pk) <= max(2, props["widths"][k] / 2)]
             if near:
@@ -292,8 +295,8 @@ def ring_pixels(
     """
     scale = float(_radial_scale(geometry, two_theta))
     radius = geometry.distance * math.tan(two_theta) / geometry.pixel_size
-    n_az = int(min(12000, max(360, 2 * math.pi * radius)))
-    n_rad = int(min(81, max(9, 2 * half_width * scale)))
+    n_az = int(min(4000, max(360, 2 * math.pi * radius)))
+    n_rad = int(min(41, max(9, 2 * half_width * scale)))
     tt = np.linspace(two_theta - half_width, two_theta + half_width, n_rad)
     tt = tt[tt > 0]
     az = -np.pi + (np.arange(n_az) + 0.5) * 2 * np.pi / n_az
@@ -509,6 +512,7 @@ def refine_with_rings(
     fit_tilt: bool = True,
     recentre: bool = True,
     max_ring_rms_px: float = 2.0,
+    min_two_theta: float = 0.0,
 ) -> RingFit | None:
     """Find rings about ``geometry``'s centre and fit centre and tilt to them.
 
@@ -524,7 +528,7 @@ def refine_with_rings(
     if recentre:
         for _ in range(2):
             g = recentre_by_ring_shifts(data, valid, g)
-    rings = find_rings(data, valid, g)
+    rings = find_rings(data, valid, g, min_two_theta=min_two_theta)
     if not rings:
         return None
     fit = None
@@ -548,7 +552,7 @@ def refine_with_rings(
                         p, limit = p2, 0.3 * w * scale
             pts.append(p)
             limits.append(limit)
-        keep = [i for i, p in enumerate(pts) if len(p) >= 30]
+        keep = [i for i, p in enumerate(pts) if len(p) >= 30 and rings[i][0] > min_two_theta]
         if not keep:
             return fit
         trial = fit_rings([pts[i] for i in keep], g, fit_tilt=fit_tilt)
