@@ -121,8 +121,8 @@ def beamstop_center(data: np.ndarray, valid: np.ndarray, *, shadow: np.ndarray |
     dist = distance_transform_edt(sm)
     i, j = np.unravel_index(np.argmax(dist), dist.shape)
     r = float(dist[i, j])
-    if r < 3:
-        return None
+    if r < 3 or min(i, j, dist.shape[0] - 1 - i, dist.shape[1] - 1 - j) < 2 * r:
+        return None  # too small, or a dark border rather than a beamstop
     # centroid of the disc core (points within 1.5 bins of the maximum depth)
     core = dist >= r - 1.5
     rr, cc = np.nonzero(core)
