@@ -272,13 +272,13 @@ def estimate_beam_center(
     if bs is not None:
         details["beamstop"] = {"beam_center_px": list(bs[0]), "radius_px": bs[1]}
     # where the ring search starts: the symmetry centre if the pattern is
-    # clearly symmetric, else the network's guess, else the beamstop
-    if symmetric or (nn is None and bs is None):
+    # clearly symmetric, else the network's guess (the beamstop's position is
+    # reported in the details only: arms, dead patches and pedestals make it
+    # unreliable as an answer)
+    if symmetric or nn is None:
         start_c = sym
     elif nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         start_c = nn["beam_center_px"]
-    elif bs is not None:
-        start_c = bs[0]
     else:
         start_c = sym
     check_cancel(cancel)
@@ -332,9 +332,5 @@ def estimate_beam_center(
         g = geometry.replace(beam_center=nn["beam_center_px"])
         return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=None, tilt_ok=False,
                        method="resnet (no rings, pattern not clearly centrosymmetric)", details=details)
-    if bs is not None:
-        return _result(geometry.replace(beam_center=bs[0]), uncertainty=max(2.0, bs[1] / 2), tilt_sigma=None,
-                       tilt_ok=False, method="beamstop (no rings, pattern not clearly centrosymmetric)",
-                       details=details)
     return _result(geometry.replace(beam_center=sym), uncertainty=max(sd["uncertainty_px"], 20.0), tilt_sigma=None,
                    tilt_ok=False, method="friedel (weak)", details=details)

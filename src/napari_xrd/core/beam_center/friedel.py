@@ -37,8 +37,8 @@ def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float =
     w = valid.astype(np.float32)
 
     def masked_blur(a, s):
-        num = gaussian_filter(a, s, mode="constant")
-        den = gaussian_filter(w, s, mode="constant")
+        num = gaussian_filter(a, s, mode="constant", truncate=2.5)
+        den = gaussian_filter(w, s, mode="constant", truncate=2.5)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
 
@@ -72,8 +72,8 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     f = max(1, int(max(h, w) // 1024))
     small, ok = block_mean(data, valid=valid, factor=f)
     wgt = ok.astype(np.float32)
-    num = gaussian_filter(np.where(ok, small, 0), 16.0, mode="nearest")
-    den = gaussian_filter(wgt, 16.0, mode="nearest")
+    num = gaussian_filter(np.where(ok, small, 0), 16.0, mode="nearest", truncate=2.0)
+    den = gaussian_filter(wgt, 16.0, mode="nearest", truncate=2.0)
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
     # a block is dark when it is far below its surroundings and that cannot be
     # Poisson noise (the surroundings hold at least ~10 counts per block)

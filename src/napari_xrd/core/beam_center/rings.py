@@ -70,6 +70,12 @@ class RingFit:
     n_points: list = field(default_factory=list)
 
 
+def _binned(data, valid, target_size):
+    f = max(1, int(math.ceil(max(data.shape) / target_size)))
+    small, ok = block_mean(data, valid=valid, factor=f)
+    return small, ok, f
+
+
 def _radial_scale(geometry: DetectorGeometry, two_theta) -> np.ndarray:
     """Pixels per radian of 2θ at the ring (untilted approximation)."""
     return geometry.distance / (geometry.pixel_size * np.cos(two_theta) ** 2)
@@ -84,6 +90,7 @@ def find_rings(
     min_snr: float = 5.0,
     target_size: int = 640,
     min_two_theta: float = 0.0,
+    binned=None,
 ) -> list[tuple[float, float]]:
     """Find ring-like maxima of the radial profile.
 
@@ -109,8 +116,7 @@ def find_rings(
     from scipy.ndimage import gaussian_filter1d, minimum_filter1d
     from scipy.signal import find_peaks
 
-    f = max(1, int(math.ceil(max(data.shape) / target_size)))
-    small, ok = block_mean(data, valid=valid, factor=f)
+    small, ok, f = binned if binned is not None else _binned(data, valid, target_size)
     g = geometry.replace(
         shape=small.shape,
         pixel_size=geometry.pixel_size * f,
@@ -431,7 +437,8 @@ def recentre_by_ring_shifts(
     *,
     max_shift_px: float = 40.0,
     n_sectors: int = 72,
-    target_size: int = 800,
+    target_size: int = 640,
+    binned=None,
 ) -> DetectorGeometry:
     """Move the centre so that the rings are concentric (tilt held).
 
@@ -442,8 +449,7 @@ def recentre_by_ring_shifts(
     """
     from scipy.ndimage import gaussian_filter1d
 
-    f = max(1, int(math.ceil(max(data.shape) / target_size)))
-    small, ok = block_mean(data, valid=valid, factor=f)
+    small, ok, f = binned if binned is not None else _binned(data, valid, target_size)
     g = geometry.replace(
         shape=small.shape,
         pixel_size=geometry.pixel_size * f,
@@ -525,10 +531,11 @@ def refine_with_rings(
     Returns None when no usable ring is found.
     """
     g = geometry
+    binned = _binned(data, valid, 640)
     if recentre:
         for _ in range(2):
-            g = recentre_by_ring_shifts(data, valid, g)
-    rings = find_rings(data, valid, g, min_two_theta=min_two_theta)
+            g = recentre_by_ring_shifts(data, valid, g, binned=binned)
+    rings = find_rings(data, valid, g, min_two_theta=min_two_theta, binned=binned)
     if not rings:
         return None
     fit = None
