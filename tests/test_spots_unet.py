@@ -118,19 +118,19 @@ def test_sample_crops_pads_small_frames_and_finds_spots():
 
 
 def test_training_checkpoints_and_resume(tmp_path):
-    frames = [synth_frame(seed=i) for i in range(2)]
-    cfg = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=2, batch_size=2, epochs=1)
+    frames = [synth_frame(shape=(96, 96), seed=i) for i in range(2)]
+    cfg = SpotTrainingConfig(model=TINY, crop=32, context=64, crops_per_frame=1, batch_size=2, epochs=1)
     calls = []
     model, hist = train_spot_model(frames, frames[:1], config=cfg, device="cpu", out_dir=tmp_path,
                                    progress=lambda d, t, m: calls.append((d, t)))
     assert len(hist) == 1 and {"loss", "iou", "recall", "precision", "f1"} <= set(hist[0])
     assert (tmp_path / "checkpoint.pt").exists() and calls[-1][0] == calls[-1][1]
-    cfg2 = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=2, batch_size=2, epochs=2)
+    cfg2 = SpotTrainingConfig(model=TINY, crop=32, context=64, crops_per_frame=1, batch_size=2, epochs=2)
     _, hist2 = train_spot_model(frames, frames[:1], config=cfg2, device="cpu", out_dir=tmp_path,
                                 resume=tmp_path / "checkpoint.pt")
     assert [h["epoch"] for h in hist2] == [1, 2] and hist2[0] == hist[0]
     with pytest.raises(ValueError, match="checkpoint is for model"):
-        bad = SpotTrainingConfig(model={"channels": [4, 8, 16]}, crop=64, context=96, epochs=3)
+        bad = SpotTrainingConfig(model={"channels": [4, 8, 16]}, crop=32, context=64, epochs=3)
         train_spot_model(frames, [], config=bad, device="cpu", resume=tmp_path / "checkpoint.pt")
 
 
@@ -167,8 +167,8 @@ def test_short_training_learns_synthetic_spots():
 
 
 def test_time_limit_stops_after_a_step_and_still_validates():
-    frames = [synth_frame(seed=i) for i in range(2)]
-    cfg = SpotTrainingConfig(model=TINY, crop=64, context=96, crops_per_frame=4, batch_size=2, epochs=5)
+    frames = [synth_frame(shape=(96, 96), seed=i) for i in range(2)]
+    cfg = SpotTrainingConfig(model=TINY, crop=32, context=64, crops_per_frame=2, batch_size=2, epochs=5)
     _, hist = train_spot_model(frames, frames[:1], config=cfg, device="cpu", time_limit=1e-3)
     assert len(hist) == 1 and hist[0]["steps"] == 1 and "f1" in hist[0]
 
