@@ -22,7 +22,8 @@ def small_geometry(center=(312.4, 287.7), pitch=0.0, yaw=0.0, shape=(600, 620)):
 
 
 def center_error(result, geometry):
-    return math.hypot(result.beam_center_px[0] - geometry.beam_center[0], result.beam_center_px[1] - geometry.beam_center[1])
+    (f, s), (f0, s0) = result.beam_center_px, geometry.beam_center
+    return math.hypot(f - f0, s - s0)
 
 
 # ------------------------------------------------------------------ rings

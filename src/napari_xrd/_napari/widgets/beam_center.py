@@ -34,7 +34,8 @@ def format_result(result, header=None) -> str:
         lines.append(f"header  {header.beam_center[0]:.2f}, {header.beam_center[1]:.2f} px  ({d:.2f} px away)")
     if result.tilt_determined:
         lines.append(
-            f"tilt    {result.tilt_deg:.3f}° towards {result.tilt_direction_deg:.1f}°  (±{result.tilt_uncertainty_deg:.3f}°)"
+            f"tilt    {result.tilt_deg:.3f}° towards {result.tilt_direction_deg:.1f}°"
+            f"  (±{result.tilt_uncertainty_deg:.3f}°)"
         )
         lines.append(f"        pitch {result.pitch_deg:.3f}°, yaw {result.yaw_deg:.3f}°")
     else:

@@ -36,7 +36,15 @@ import numpy as np
 from napari_xrd.core.beam_center._common import block_mean, polar_directions, sample
 from napari_xrd.core.geometry import DetectorGeometry
 
-__all__ = ["RingFit", "find_rings", "ring_points", "ring_pixels", "fit_rings", "recentre_by_ring_shifts", "refine_with_rings"]
+__all__ = [
+    "RingFit",
+    "find_rings",
+    "ring_points",
+    "ring_pixels",
+    "fit_rings",
+    "recentre_by_ring_shifts",
+    "refine_with_rings",
+]
 
 
 @dataclass
@@ -567,7 +575,8 @@ def refine_with_rings(
         rms = []
         for j, i in enumerate(keep):
             p = pts[i]
-            r = (trial.geometry.two_theta_at(p[:, 0], p[:, 1]) - trial.two_theta[j]) * _radial_scale(g, trial.two_theta[j])
+            tt_p = trial.geometry.two_theta_at(p[:, 0], p[:, 1])
+            r = (tt_p - trial.two_theta[j]) * _radial_scale(g, trial.two_theta[j])
             rms.append(1.4826 * float(np.median(np.abs(r))))
         good = [j for j in range(len(keep)) if rms[j] <= limits[keep[j]]]
         if not good:

@@ -83,7 +83,9 @@ def build_resnet_center(size: int = 128, widths=(16, 32, 48, 64, 96), hidden: in
         def __init__(self):
             super().__init__()
             self.size = size
-            self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU())
+            self.stem = nn.Sequential(
+                nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+            )
             layers = []
             cin = widths[0]
             for w in widths[1:]:

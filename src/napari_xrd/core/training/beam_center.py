@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from napari_xrd.core.geometry import DetectorGeometry, two_theta_from_d_spacing
+from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.masks import DEAD, GAP
 
 __all__ = [
@@ -219,7 +219,8 @@ def render_frame(
         r0 = np.floor(pos[:, 1]).astype(int)
         cols = c0[:, None, None] + off[None, None, :]
         rows = r0[:, None, None] + off[None, :, None]
-        g = np.exp(-0.5 * (((cols + 0.5) - pos[:, 0, None, None]) ** 2 + ((rows + 0.5) - pos[:, 1, None, None]) ** 2) / sigma**2)
+        d2 = ((cols + 0.5) - pos[:, 0, None, None]) ** 2 + ((rows + 0.5) - pos[:, 1, None, None]) ** 2
+        g = np.exp(-0.5 * d2 / sigma**2)
         peak = counts * 40.0 * rng.uniform(0.5, 5.0)
         vals = g * (inten * peak)[:, None, None]
         rows, cols = np.broadcast_arrays(rows, cols)
