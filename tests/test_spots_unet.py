@@ -188,3 +188,14 @@ def test_batchnorm_folding_keeps_the_output():
     x = torch.randn(2, 2, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(fused(x), net(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fine_tuning_starts_from_the_given_weights():
+    frames = [synth_frame(shape=(96, 96), seed=i) for i in range(2)]
+    start = build_attention_unet(**TINY).state_dict()
+    cfg = SpotTrainingConfig(model=TINY, crop=32, context=64, crops_per_frame=1, batch_size=2, epochs=1,
+                             learning_rate=1e-12)
+    model, _ = train_spot_model(frames, [], config=cfg, device="cpu", initial_state=start)
+    for k, v in model.state_dict().items():
+        if v.dtype.is_floating_point and "running" not in k:
+            torch.testing.assert_close(v, start[k], atol=1e-6, rtol=0)

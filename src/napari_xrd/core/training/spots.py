@@ -205,6 +205,7 @@ def train_spot_model(
     cancel=None,
     log=None,
     time_limit: float | None = None,
+    initial_state: dict | None = None,
 ):
     """Train the attention U-Net on frames ``(image, pixel_mask, spot_mask)``.
 
@@ -229,6 +230,9 @@ def train_spot_model(
         follows the larger of the step fraction and the time fraction, and
         training stops (after a validation and a checkpoint) when either
         reaches 1, so a run on a busy machine still anneals properly.
+    initial_state : dict, optional
+        A ``state_dict`` to start from (fine-tuning a trained model) instead
+        of a random initialisation.
 
     Returns
     -------
@@ -259,7 +263,10 @@ def train_spot_model(
     val = crops_of(val_frames, max(cfg.crops_per_frame // 2, 1))
     if not train:
         raise ValueError("no training frames")
-    model = build_attention_unet(**cfg.model).to(dev).to(memory_format=torch.channels_last)
+    model = build_attention_unet(**cfg.model)
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
+    model = model.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch
