@@ -174,3 +174,28 @@ def test_result_json_has_the_documented_fields():
     import json
 
     json.dumps(d)  # serialisable (no NaN/inf objects)
+
+
+def test_friedel_pairs_refine_the_centre_and_count_pairs():
+    from napari_xrd.core.beam_center.friedel import friedel_pairs
+
+    rng = np.random.default_rng(3)
+    c = np.array([250.3, 240.8])
+    p = rng.uniform(-200, 200, (40, 2))
+    spots = np.concatenate([c + p, c - p + rng.normal(0, 0.2, p.shape), rng.uniform(50, 450, (30, 2))])
+    (f, s), info = friedel_pairs(spots, (251.0, 240.0))
+    assert info["n_pairs"] >= 35
+    assert abs(f - c[0]) < 0.1 and abs(s - c[1]) < 0.1
+    # unrelated spots do not pair up
+    _, info = friedel_pairs(rng.uniform(0, 500, (60, 2)), (250.0, 250.0), tolerance_px=1.0)
+    assert info["n_pairs"] < 8
+
+
+def test_still_without_rings_or_pairs_says_it_is_unsure():
+    # a flat background with a few unpaired spots: no physics pins the centre
+    true = small_geometry(center=(331.3, 268.6))
+    img, mask = render_frame(true, water=0.0, flat=1.0, n_spots=40, friedel_fraction=0.0, gaps=False,
+                             beamstop=False, counts=20, seed=11)
+    r = estimate_beam_center(img, geometry=true, pixel_mask=mask)
+    assert r.method != "friedel" and not r.method.startswith("rings")
+    assert r.uncertainty_px >= 10

@@ -33,6 +33,9 @@ METHODS = ("auto", "rings", "friedel", "resnet", "heuristic")
 #: robust z-score of the symmetry peak above which the pattern counts as centrosymmetric
 MIN_SYMMETRY_Z = 8.0
 
+#: spot pairs about the symmetry centre that confirm it
+MIN_FRIEDEL_PAIRS = 8
+
 
 @dataclass
 class BeamCenterResult:
@@ -214,7 +217,13 @@ def estimate_beam_center(
     True
     """
     from napari_xrd.core.beam_center._common import check_image
-    from napari_xrd.core.beam_center.friedel import _shadow, beamstop_center, centrosymmetry_center
+    from napari_xrd.core.beam_center.friedel import (
+        _shadow,
+        beamstop_center,
+        centrosymmetry_center,
+        find_peaks_2d,
+        friedel_pairs,
+    )
     from napari_xrd.core.beam_center.heuristic import heuristic_beam_center
     from napari_xrd.core.beam_center.rings import refine_with_rings
     from napari_xrd.core.progress import check_cancel, report
@@ -267,7 +276,12 @@ def estimate_beam_center(
     )
     timings["friedel_s"] = time.perf_counter() - t1
     details["friedel"] = {"beam_center_px": list(sym), **sd}
-    symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z
+    # Bragg spots that pair up about the symmetry centre confirm it
+    peaks = find_peaks_2d(data, valid_ns)
+    _, pairs = friedel_pairs(peaks, sym)
+    details["friedel"].update(pairs)
+    spot_pairs = pairs["n_pairs"] >= MIN_FRIEDEL_PAIRS
+    symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z or spot_pairs
     bs = beamstop_center(data, valid, shadow=shadow)
     if bs is not None:
         details["beamstop"] = {"beam_center_px": list(bs[0]), "radius_px": bs[1]}
@@ -325,12 +339,17 @@ def estimate_beam_center(
     if method == "rings":
         raise ValueError("no usable powder or water ring found in the image; try method='friedel'")
     report(progress, 4, 4, "done")
-    if symmetric or method == "friedel":
+    if spot_pairs:
         return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None,
                        tilt_ok=False, method="friedel", details=details)
+    if symmetric or method == "friedel":
+        # symmetric diffuse scatter without spot pairs: tens of pixels at best
+        unc = max(sd["uncertainty_px"], 0.02 * max(data.shape))
+        return _result(geometry.replace(beam_center=sym), uncertainty=unc, tilt_sigma=None,
+                       tilt_ok=False, method="friedel (diffuse scatter only)", details=details)
     if nn is not None:
         g = geometry.replace(beam_center=nn["beam_center_px"])
         return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=None, tilt_ok=False,
                        method="resnet (no rings, pattern not clearly centrosymmetric)", details=details)
-    return _result(geometry.replace(beam_center=sym), uncertainty=max(sd["uncertainty_px"], 20.0), tilt_sigma=None,
-                   tilt_ok=False, method="friedel (weak)", details=details)
+    return _result(geometry.replace(beam_center=sym), uncertainty=max(sd["uncertainty_px"], 0.05 * max(data.shape)),
+                   tilt_sigma=None, tilt_ok=False, method="friedel (weak)", details=details)
