@@ -36,6 +36,9 @@ MIN_SYMMETRY_Z = 8.0
 #: spot pairs about the symmetry centre that confirm it
 MIN_FRIEDEL_PAIRS = 8
 
+#: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it
+TILT_PRIOR_DEG = 1.0
+
 
 @dataclass
 class BeamCenterResult:
@@ -328,6 +331,12 @@ def estimate_beam_center(
         unc = max(fit.center_sigma_px, 0.05)
         if fit.tilt_determined and fit.tilt_sigma_deg > 0.25:
             unc = max(unc, fit.tilt_sigma_deg * 3.0)  # centre of a poorly tilted fit is less sure
+        if not fit.tilt_determined:
+            # a single ring's centre sits D tan²(2θ) tan(τ) from the beam on a
+            # detector tilted by τ; allow for an unseen tilt of TILT_PRIOR_DEG
+            tt = max(fit.two_theta)
+            bias = geometry.distance * math.tan(tt) ** 2 * math.tan(math.radians(TILT_PRIOR_DEG)) / geometry.pixel_size
+            unc = math.hypot(unc, bias)
         return _result(
             fit.geometry,
             uncertainty=unc,
