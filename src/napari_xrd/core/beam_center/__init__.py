@@ -324,8 +324,14 @@ def estimate_beam_center(
     report(progress, 3, 4, "deciding")
     timings["total_s"] = time.perf_counter() - t0
     details["timings"] = timings
-    ring_ok = fit is not None and np.isfinite(fit.center_sigma_px)
-    if ring_ok and fit.center_sigma_px < min(5.0, max(2.0, sd["uncertainty_px"])):
+    # a lone ring must be seen all round (2/3 of the sectors) to count
+    ring_ok = (
+        fit is not None
+        and np.isfinite(fit.center_sigma_px)
+        and (len(fit.two_theta) >= 2 or sum(fit.n_points) >= 120)
+        and fit.center_sigma_px < min(5.0, max(2.5, sd["uncertainty_px"]))
+    )
+    if ring_ok:
         shift = math.hypot(fit.geometry.beam_center[0] - sym[0], fit.geometry.beam_center[1] - sym[1])
         details["rings"]["shift_from_symmetry_centre_px"] = shift
         unc = max(fit.center_sigma_px, 0.05)
