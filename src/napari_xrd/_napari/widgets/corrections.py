@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, ProgressBar, PushButton, SpinBox
 
 from napari_xrd._napari.layers import find_xrd_image_layers, get_geometry
 from napari_xrd.core.coords import dials_to_napari, napari_to_dials
@@ -54,6 +54,15 @@ class CorrectionsWidget(Container):
         self._save = PushButton(text="save correction (Ctrl+Alt+S)")
         self._load = PushButton(text="load latest saved correction")
         self._status = Label(value="")
+        # fine-tuning from the store
+        self._ft_task = ComboBox(label="fine-tune", choices=["spots", "beam_center"], value="spots")
+        self._ft_base = ComboBox(label="base model", choices=self._model_choices)
+        self._ft_epochs = SpinBox(label="epochs", min=1, max=200, value=5)
+        self._ft_sim = LineEdit(label="simulated data", value="")
+        self._ft_run = PushButton(text="fine-tune on the saved corrections")
+        self._ft_cancel = PushButton(text="cancel fine-tuning", enabled=False)
+        self._ft_progress = ProgressBar(value=0, max=1, visible=False)
+        self._ft_result = Label(value="")
         super().__init__(
             widgets=[
                 self._image,
@@ -66,8 +75,22 @@ class CorrectionsWidget(Container):
                 self._save,
                 self._load,
                 self._status,
+                self._ft_task,
+                self._ft_base,
+                self._ft_epochs,
+                self._ft_sim,
+                self._ft_run,
+                self._ft_cancel,
+                self._ft_progress,
+                self._ft_result,
             ]
         )
+        self._ft_worker = None
+        self._ft_state: dict = {}
+        self.last_finetune = None
+        self._ft_task.changed.connect(lambda *_: self._ft_base.reset_choices())
+        self._ft_run.clicked.connect(self.finetune)
+        self._ft_cancel.clicked.connect(self.cancel_finetune)
         self._predicted: dict = {}  # (xrd_id, frame) -> snapshot of predictions
         self._worker = None
         self._stores: dict = {}
@@ -100,6 +123,13 @@ class CorrectionsWidget(Container):
             if isinstance(ly, Points) and ly.metadata.get("xrd_overlay") not in ("ring_labels", "beam_center")
             and ly is not self._beam_layer
         ]
+
+    def _model_choices(self, *_):
+        from napari_xrd.core.models.weights import list_models
+
+        task = self._ft_task.value if hasattr(self, "_ft_task") else "spots"
+        names = ["default"] + [c.name for c in list_models(task)]
+        return list(dict.fromkeys(names))
 
     def _reset(self, *_):
         for w in (self._image, self._mask_layer, self._points_layer):
@@ -330,3 +360,85 @@ class CorrectionsWidget(Container):
             for box, v in zip(self._anomaly_boxes, ex.anomaly_labels):
                 box.value = bool(v)
         self._status.value = f"loaded correction {ex.example_id[:8]} saved {ex.provenance.get('time', '')[:19]}"
+
+    # ------------------------------------------------------------ fine-tune
+    def finetune(self, *_):
+        """Fine-tune the chosen model on the store, in a worker with progress and cancel."""
+        import threading
+
+        from napari.qt.threading import create_worker
+        from qtpy.QtCore import QTimer
+
+        from napari_xrd.core.training.finetune import finetune
+
+        if self._ft_worker is not None:
+            return None
+        store = str(Path(self._store.value).expanduser())
+        sim = self._ft_sim.value.strip() or None
+        state = {"done": 0, "total": 1, "message": "starting", "cancel": threading.Event()}
+        self._ft_state = state
+
+        def progress(done, total, message=""):
+            state.update(done=done, total=max(total, 1), message=message)
+
+        options = dict(  # read on the GUI thread; the worker never touches widgets
+            task=self._ft_task.value,
+            base=self._ft_base.value,
+            simulated=sim,
+            epochs=int(self._ft_epochs.value),
+        )
+
+        def run():
+            return finetune(store, progress=progress, cancel=state["cancel"].is_set, **options)
+
+        timer = QTimer()
+        timer.setInterval(200)
+        timer.timeout.connect(self._ft_tick)
+        self._ft_timer = timer
+        worker = create_worker(
+            run,
+            _start_thread=False,
+            _connect={"returned": self._ft_done, "errored": self._ft_failed, "finished": self._ft_finished},
+        )
+        self._ft_worker = worker
+        self._ft_progress.visible = True
+        self._ft_run.enabled = False
+        self._ft_cancel.enabled = True
+        self._ft_result.value = "fine-tuning…"
+        timer.start()
+        worker.start()
+        return worker
+
+    def cancel_finetune(self, *_):
+        if self._ft_state:
+            self._ft_state["cancel"].set()
+            self._ft_result.value = "cancelling…"
+
+    def _ft_tick(self):
+        st = self._ft_state
+        self._ft_progress.max = st.get("total", 1)
+        self._ft_progress.value = min(st.get("done", 0), st.get("total", 1))
+        self._ft_progress.label = st.get("message", "")
+
+    def _ft_done(self, report):
+        self.last_finetune = report
+        self._ft_result.value = report.summary()
+        self._ft_base.reset_choices()
+
+    def _ft_failed(self, exc):
+        from napari.utils.notifications import show_error
+
+        from napari_xrd.core.progress import Cancelled
+
+        if isinstance(exc, Cancelled):
+            self._ft_result.value = "fine-tuning cancelled; no model was written"
+        else:
+            self._ft_result.value = f"fine-tuning failed: {exc}"
+            show_error(f"napari-xrd: fine-tuning failed: {exc}")
+
+    def _ft_finished(self):
+        self._ft_timer.stop()
+        self._ft_tick()
+        self._ft_worker = None
+        self._ft_run.enabled = True
+        self._ft_cancel.enabled = False
