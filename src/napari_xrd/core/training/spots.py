@@ -166,6 +166,7 @@ def evaluate_spot_model(model, crops, *, device, batch_size: int = 8, threshold:
     """Pixel IoU and spot recall/precision/F1 (3 px matching) on held-out crops."""
     import torch
 
+    from napari_xrd.core.spots.dispersion import label_spots
     from napari_xrd.core.spots.inference import prepare_input
     from napari_xrd.core.spots.metrics import centroids_from_mask, match_spots
 
@@ -179,6 +180,8 @@ def evaluate_spot_model(model, crops, *, device, batch_size: int = 8, threshold:
             prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
             for (im, v, s), p in zip(chunk, prob):
                 pred = (p > threshold) & v
+                # the same clean-up as find_spots(method="unet"): blobs of one pixel are dropped
+                pred = label_spots(pred, min_spot_size=2, max_spot_size=np.iinfo(np.int32).max) > 0
                 true = s & v
                 inter += np.count_nonzero(pred & true)
                 union += np.count_nonzero(pred | true)
