@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many training frames")
     p.add_argument("--data-note", default="", help="free text for the model card (e.g. the simulate commands)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--select", choices=["last", "best"], default="last",
+                   help="ship the last epoch's weights (default) or the epoch with the best validation F1 on crops")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="stop after S seconds of training (the learning-rate schedule follows time then)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -46,7 +48,7 @@ def command_line(args) -> str:
     if args.val_data:
         parts += ["--val-data", *args.val_data]
     for opt in ("epochs", "device", "out", "save_to", "name", "batch_size", "crops_per_frame", "crop", "lr",
-                "weight_decay", "channels", "max_frames", "seed", "time_limit", "resume"):
+                "weight_decay", "channels", "max_frames", "seed", "time_limit", "select", "resume"):
         v = getattr(args, opt)
         if v is not None:
             parts += ["--" + opt.replace("_", "-"), str(v)]
@@ -108,8 +110,12 @@ def run(args) -> int:
             progress=bar,
             log=log,
             time_limit=args.time_limit,
+            select=args.select,
         )
-    best = max(history, key=lambda h: h.get("f1", 0)) if history else {}
+    if args.select == "best":
+        best = max(history, key=lambda h: h.get("f1", 0)) if history else {}
+    else:
+        best = history[-1] if history else {}
     card = {
         "name": args.name,
         "task": "spots",

@@ -209,6 +209,7 @@ def train_spot_model(
     log=None,
     time_limit: float | None = None,
     initial_state: dict | None = None,
+    select: str = "last",
 ):
     """Train the attention U-Net on frames ``(image, pixel_mask, spot_mask)``.
 
@@ -236,11 +237,14 @@ def train_spot_model(
     initial_state : dict, optional
         A ``state_dict`` to start from (fine-tuning a trained model) instead
         of a random initialisation.
+    select : {"last", "best"}
+        Return the weights after the last epoch (the end of the annealed
+        schedule) or those of the epoch with the best validation F1 on crops.
 
     Returns
     -------
     model : torch.nn.Module
-        The weights of the epoch with the best validation F1.
+        The weights chosen by ``select``.
     history : list of dict
         Per-epoch loss and validation metrics.
     """
@@ -250,6 +254,8 @@ def train_spot_model(
     from napari_xrd.core.models.attention_unet import build_attention_unet
 
     cfg = config or SpotTrainingConfig()
+    if select not in ("last", "best"):
+        raise ValueError(f"select must be 'last' or 'best', got {select!r}")
     dev = select_device(device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
@@ -348,7 +354,7 @@ def train_spot_model(
             torch.save(ck, out / "checkpoint.tmp")
             (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
             (out / "history.json").write_text(json.dumps(history, indent=1))
-    if best is not None:
+    if select == "best" and best is not None:
         model.load_state_dict(best["state"])
     model.eval()
     return model, history
