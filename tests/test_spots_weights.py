@@ -1,0 +1,59 @@
+"""The shipped spot model: card, hash, size, loading, and refusal of damaged weights."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from napari_xrd.core.models.weights import WeightsError, find_model, list_models, load_model, sha256_file  # noqa: E402
+
+
+def test_a_shipped_spot_model_with_a_complete_card():
+    shipped = [c for c in list_models(task="spots") if c.shipped]
+    assert shipped, "no shipped spot model in napari_xrd/weights"
+    card = find_model("default", task="spots")
+    assert card.shipped
+    c = card.card
+    for key in ("architecture", "config", "training_command", "data", "seed", "metrics", "sha256", "inference"):
+        assert key in c, key
+    assert c["architecture"] == "attention_unet"
+    assert c["training_command"].startswith("napari-xrd train spots")
+    assert "simulate" in c["data"]["note"]
+    assert sha256_file(card.weights_path) == c["sha256"]
+    assert card.weights_path.stat().st_size < 5e6  # a few MB at most
+
+
+def test_shipped_model_loads_and_segments_a_synthetic_spot():
+    model, card = load_model("default", task="spots", device="cpu")
+    from napari_xrd.core.spots import find_spots
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:128, :128]
+    lam = 20 + 600 / (2 * np.pi * 1.2**2) * np.exp(-((yy - 60.5) ** 2 + (xx - 70.5) ** 2) / (2 * 1.2**2))
+    res = find_spots(rng.poisson(lam).astype(np.float32), method="unet", device="cpu")
+    assert res.table.n_spots >= 1
+    d = np.hypot(res.table["x"] - 71.0, res.table["y"] - 61.0)
+    assert d.min() < 1.5
+
+
+def test_corrupted_copy_of_the_shipped_weights_is_refused(tmp_path):
+    card = find_model("default", task="spots")
+    shutil.copy(card.path, tmp_path / card.path.name)
+    w = tmp_path / card.weights_path.name
+    data = bytearray(card.weights_path.read_bytes())
+    data[-100] ^= 0x55
+    w.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match="does not match the model card"):
+        load_model(tmp_path / card.path.name, task="spots", device="cpu")
+    w.write_bytes(b"not a torch file")
+    c = json.loads((tmp_path / card.path.name).read_text())
+    c["sha256"] = sha256_file(w)  # a consistent card for an unreadable file
+    (tmp_path / card.path.name).write_text(json.dumps(c))
+    with pytest.raises(WeightsError, match="cannot load weights"):
+        load_model(tmp_path / card.path.name, task="spots", device="cpu")
+    w.unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        load_model(tmp_path / card.path.name, task="spots", device="cpu")
