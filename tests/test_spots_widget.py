@@ -94,3 +94,20 @@ def test_shell_table_counts():
     assert sum(r[2] for r in rows) == 4
     assert rows[0][0] == pytest.approx(10.0) and rows[-1][1] == pytest.approx(2.0)
     assert shell_table([]) == []
+
+
+def test_widget_unet_with_the_shipped_model(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    viewer = make_napari_viewer()
+    img = _frame(4, shape=(128, 128))
+    layer, geom, pm = _add_image(viewer, img)
+    w = SpotsWidget(viewer)
+    assert "default" in w._model.choices and "spots-unet-v1" in w._model.choices
+    w._method.value = "unet"
+    assert w._threshold.enabled and not w._sigma.enabled
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=60000)
+    lab = viewer.layers["img spots"].data
+    assert lab.max() > 0 and not lab[pm != 0].any()
+    assert len(viewer.layers["img spot centres"].data) == lab.max()
