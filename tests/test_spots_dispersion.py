@@ -197,3 +197,25 @@ def test_real_adsc_frame_spots_are_sensible():
     assert np.all(t["d"] > 1.0) and np.all(t["intensity"] > 0)
     # spots are compact: most have a handful of pixels
     assert np.median(t["size"]) < 30
+
+
+def test_ice_ring_filter_drops_spots_on_ice_rings_only():
+    from napari_xrd.core.spots import ICE_RING_D, ice_ring_spots
+
+    geom = DetectorGeometry(shape=(400, 400), pixel_size=0.172, distance=80.0, beam_center=(200.0, 200.0),
+                            wavelength=1.0)
+    img = np.random.default_rng(0).poisson(5.0, (400, 400)).astype(np.float32)
+    r_ice = geom.radius_px_for_d(ICE_RING_D[0])
+    r_off = geom.radius_px_for_d(3.0)
+    for ang in np.linspace(0, 2 * np.pi, 8, endpoint=False):
+        for r in (r_ice, r_off):
+            x, y = 200 + r * np.cos(ang), 200 + r * np.sin(ang)
+            img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] += 200
+    plain = find_spots(img, geometry=geom)
+    filtered = find_spots(img, geometry=geom, filter_ice_rings=True)
+    assert plain.table.n_spots == 16 and filtered.table.n_spots == 8
+    assert np.all(np.abs(filtered.table["d"] - 3.0) < 0.05)
+    assert filtered.labels.max() == 8 and set(np.unique(filtered.labels)) == set(range(9))
+    assert ice_ring_spots([3.897, 3.0, np.inf]).tolist() == [True, False, False]
+    with pytest.raises(ValueError, match="geometry"):
+        find_spots(img, filter_ice_rings=True)

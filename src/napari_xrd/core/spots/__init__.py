@@ -18,9 +18,45 @@ import numpy as np
 from napari_xrd.core.spots.dispersion import DIALS_DEFAULTS, dispersion_threshold, label_spots
 from napari_xrd.core.spots.table import SpotTable, spot_table
 
-__all__ = ["find_spots", "SpotResult", "SpotTable", "dispersion_threshold", "label_spots", "spot_table", "METHODS"]
+__all__ = [
+    "find_spots",
+    "SpotResult",
+    "SpotTable",
+    "dispersion_threshold",
+    "label_spots",
+    "spot_table",
+    "ice_ring_spots",
+    "METHODS",
+    "ICE_RING_D",
+]
 
 METHODS = ("dispersion", "unet")
+
+#: d-spacings (Å) of the strongest powder lines of hexagonal ice (Ih):
+#: (100), (002), (101), (102), (110), (103), (200), (112), (201), (202).
+ICE_RING_D = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
+
+
+def ice_ring_spots(d_spacing, *, width: float = 0.002) -> np.ndarray:
+    """True for spots whose resolution lies on an ice ring.
+
+    Parameters
+    ----------
+    d_spacing : (n,) array_like
+        Spot resolutions, Å.
+    width : float
+        Full width of each ice ring in ``1/d²`` (Å⁻²), as ``dials.find_spots``'
+        ``filter.ice_rings.width``.
+
+    Returns
+    -------
+    on_ring : (n,) bool ndarray
+    """
+    d = np.asarray(d_spacing, dtype=float)
+    with np.errstate(divide="ignore"):
+        s2 = 1.0 / d**2
+    ice = 1.0 / np.asarray(ICE_RING_D) ** 2
+    return np.any(np.abs(s2[:, None] - ice[None, :]) < width / 2.0, axis=1)
 
 
 class SpotResult(NamedTuple):
@@ -68,6 +104,8 @@ def find_spots(
     threshold: float = 0.5,
     device="auto",
     batch_size: int | None = None,
+    filter_ice_rings: bool = False,
+    ice_ring_width: float = 0.002,
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -95,6 +133,13 @@ def find_spots(
         "auto", "cpu" or "cuda" (U-Net only).
     batch_size : int, optional
         Tiles per forward pass (U-Net only).
+    filter_ice_rings : bool
+        Drop spots whose resolution lies on an ice ring (needs ``geometry``),
+        like ``dials.find_spots filter.ice_rings.filter=True``; ice grains
+        in spotty ice rings are sharp spots that neither finder can tell from
+        Bragg spots by their look alone.
+    ice_ring_width : float
+        Full width of an ice ring in ``1/d²`` (Å⁻²).
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -135,4 +180,12 @@ def find_spots(
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
     table = spot_table(labels, image, geometry=geometry)
+    if filter_ice_rings:
+        if geometry is None:
+            raise ValueError("filter_ice_rings needs the detector geometry")
+        keep = ~ice_ring_spots(table["d"], width=ice_ring_width)
+        relabel = np.zeros(len(keep) + 1, dtype=np.int32)
+        relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+        labels = relabel[labels]
+        table = SpotTable({k: v[keep] for k, v in table.items()})
     return SpotResult(labels, table)
