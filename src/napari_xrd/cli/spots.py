@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="U-Net model name or card path (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (U-Net)")
+    p.add_argument("--filter-ice-rings", action="store_true",
+                   help="drop spots on hexagonal-ice rings (needs the geometry; DIALS filter.ice_rings)")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -91,6 +93,7 @@ def run(args) -> int:
         model=args.model,
         threshold=args.threshold,
         device=args.device,
+        filter_ice_rings=args.filter_ice_rings,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)

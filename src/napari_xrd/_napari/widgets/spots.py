@@ -11,7 +11,7 @@ one Points layer (centroids with features intensity, d, size, frame).
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
 from napari_xrd.core.coords import dials_to_napari
 
@@ -74,6 +74,8 @@ class SpotsWidget(Container):
                                        tooltip="U-Net: probability threshold for spot pixels")
         self._model = ComboBox(label="model", choices=_model_choices, tooltip="U-Net model")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
+        self._ice = CheckBox(text="drop spots on ice rings", value=False,
+                             tooltip="needs the detector geometry (DIALS filter.ice_rings)")
         self._run = PushButton(text="Find spots")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
@@ -82,7 +84,7 @@ class SpotsWidget(Container):
         super().__init__(
             widgets=[
                 self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._frames,
-                self._run, self._cancel, self._progress, self._count, self._shells,
+                self._ice, self._run, self._cancel, self._progress, self._count, self._shells,
             ]
         )
         self._worker = None
@@ -119,10 +121,12 @@ class SpotsWidget(Container):
             return list(range(layer.data.shape[0]))
         return [int(self._viewer.dims.current_step[0])]
 
-    def _options(self) -> dict:
+    def _options(self, has_geometry: bool) -> dict:
+        common = {"filter_ice_rings": bool(self._ice.value) and has_geometry}
         if self._method.value == "unet":
-            return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value}
-        return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value)}
+            return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value, **common}
+        return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value),
+                **common}
 
     def run(self):
         """Start spot finding in a worker thread (the Find spots button)."""
@@ -145,7 +149,7 @@ class SpotsWidget(Container):
 
             geometry = DetectorGeometry.from_dict(geometry)
         pixel_mask = layer.metadata.get("pixel_mask")
-        options = self._options()
+        options = self._options(geometry is not None)
         self._cancel_requested = False
         is_cancelled = lambda: self._cancel_requested  # noqa: E731
 
