@@ -23,6 +23,8 @@ def add_parser(tasks) -> None:
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--size", type=int, default=128, help="input side in pixels")
+    p.add_argument("--render-size", type=int, default=256, help="side of the rendered training frames")
+    p.add_argument("--max-offset-mm", type=float, default=3.0, help="true centre within this of the header's")
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many s")
@@ -44,6 +46,8 @@ def run(args) -> int:
             size=args.size,
             lr=args.lr,
             time_limit_s=args.time_limit,
+            render_size=args.render_size,
+            max_offset_mm=args.max_offset_mm,
             progress=cb,
         )
     card = {
@@ -55,11 +59,13 @@ def run(args) -> int:
         "training_command": "napari-xrd train beam-center " + " ".join(shlex.quote(a) for a in sys.argv[3:])
         if sys.argv[1:3] == ["train", "beam-center"]
         else f"napari-xrd train beam-center --name {args.name} --n-train {args.n_train} --n-val {args.n_val} "
-        f"--epochs {args.epochs} --batch-size {args.batch_size} --size {args.size} --lr {args.lr} --seed {args.seed}"
+        f"--epochs {args.epochs} --batch-size {args.batch_size} --size {args.size} --render-size {args.render_size} "
+        f"--max-offset-mm {args.max_offset_mm} --lr {args.lr} --seed {args.seed}"
         + (f" --time-limit {args.time_limit}" if args.time_limit else ""),
-        "data": "synthetic frames from napari_xrd.core.training.beam_center.random_scene/render_frame at 256x256 "
+        "data": f"synthetic frames from napari_xrd.core.training.beam_center.random_scene/render_frame at "
+        f"{args.render_size}x{args.render_size} "
         "(Pilatus 6M, EIGER 16M, ADSC Q4 layouts; water/ice/flat/spot-only backgrounds; beamstop, gaps, dead pixels; "
-        "true centre within ±3 mm of a header centre near the middle; pitch/yaw uniform ±3°), block-averaged to the "
+        "true centre within ±max_offset_mm of a header centre near the middle; pitch/yaw uniform ±3°), block-averaged to the "
         "input size; validation frames from seed+1000003",
         "seed": args.seed,
         "metrics": metrics,

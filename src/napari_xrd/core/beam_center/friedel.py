@@ -64,25 +64,25 @@ def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float =
 def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Beamstop shadow, its arm and other dark regions: far below the local level.
 
-    Worked out on a ~640-pixel binned image (level: masked Gaussian blur;
-    dark: below 20% of it; grown by two bins to cover the edges) and expanded
+    Worked out on a ~420-pixel binned image (level: masked Gaussian blur;
+    dark: below 20% of it; grown by one bin to cover the edges) and expanded
     back, so it costs little on a 16M frame.
     """
     from scipy.ndimage import binary_dilation, gaussian_filter
 
     h, w = data.shape
-    f = max(1, int(max(h, w) // 640))
+    f = max(1, int(max(h, w) // 420))
     small, ok = block_mean(data, valid=valid, factor=f)
     wgt = ok.astype(np.float32)
-    num = gaussian_filter(np.where(ok, small, 0), 10.0, mode="nearest", truncate=2.0)
-    den = gaussian_filter(wgt, 10.0, mode="nearest", truncate=2.0)
+    num = gaussian_filter(np.where(ok, small, 0), 7.0, mode="nearest", truncate=2.0)
+    den = gaussian_filter(wgt, 7.0, mode="nearest", truncate=2.0)
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
     # a block is dark when it is far below its surroundings and that cannot be
     # Poisson noise (the surroundings hold at least ~10 counts per block)
     # CCDs read a pedestal where no photons arrive: measure darkness above it
     base = float(min(np.percentile(small[ok], 0.5), 0.5 * np.median(small[ok]))) if ok.any() else 0.0
     dark = ok & (small - base < 0.2 * (level - base)) & ((level - base) * f * f >= 10.0)
-    dark = binary_dilation(dark, iterations=2)
+    dark = binary_dilation(dark, iterations=1)
     if dark.sum() > 0.3 * max(1, ok.sum()):  # not a shadow: a dim image
         dark[:] = False
     rows = np.minimum(np.arange(h) // f, dark.shape[0] - 1)
@@ -197,7 +197,7 @@ def centrosymmetry_center(
     pixel_mask: np.ndarray | None = None,
     start: tuple[float, float] | None = None,
     coarse_size: int = 384,
-    fine_half_width: int = 320,
+    fine_half_width: int = 256,
     search_radius_px: float | None = None,
     remove_shadow: bool = True,
 ) -> tuple[tuple[float, float], dict]:
@@ -238,12 +238,12 @@ def centrosymmetry_center(
     f = max(1, int(np.ceil(max(n_slow, n_fast) / coarse_size)))
     small, ok = block_mean(data, valid=valid, factor=f)
     # spot-scale, ring-scale and diffuse-background-scale detail, each scored
-    low = _highpass(small, ok, sigma=max(small.shape) / 4, smooth=3.0)
-    score = (
-        symmetry_score_map(_highpass(small, ok, sigma=2.0), ok)
-        + symmetry_score_map(_highpass(small, ok, sigma=12.0, smooth=1.0), ok)
-        + 0.5 * symmetry_score_map(low, ok)
+    p = (
+        _highpass(small, ok, sigma=2.0)
+        + _highpass(small, ok, sigma=12.0, smooth=1.0)
+        + 0.5 * _highpass(small, ok, sigma=max(small.shape) / 4, smooth=3.0)
     )
+    score = symmetry_score_map(p, ok)
     near = rad = None
     if start is not None and search_radius_px is not None:
         near = (2 * (start[1] / f - 0.5), 2 * (start[0] / f - 0.5))

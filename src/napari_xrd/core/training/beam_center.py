@@ -270,7 +270,9 @@ def model_input(image: np.ndarray, *, pixel_mask: np.ndarray | None = None, size
     return np.clip(x, 0, 2).astype(np.float32)
 
 
-def make_dataset(n: int, *, seed: int, size: int = 128, render_size: int = 256, progress=None):
+def make_dataset(
+    n: int, *, seed: int, size: int = 128, render_size: int = 256, max_offset_mm: float = 3.0, progress=None
+):
     """Render ``n`` random frames (all detectors, all background kinds).
 
     Returns
@@ -290,7 +292,7 @@ def make_dataset(n: int, *, seed: int, size: int = 128, render_size: int = 256, 
     kinds = []
     for i in range(n):
         det = dets[i % 3]
-        sc = random_scene(rng, detector=det, shape=(render_size, render_size))
+        sc = random_scene(rng, detector=det, shape=(render_size, render_size), max_offset_mm=max_offset_mm)
         img, mask = render_frame(sc.geometry, detector=det, **sc.options)
         x[i, 0] = model_input(img, pixel_mask=mask, size=size)
         g = sc.geometry
@@ -311,6 +313,8 @@ def train_beam_center_model(
     size: int = 128,
     lr: float = 2e-3,
     time_limit_s: float | None = None,
+    render_size: int = 256,
+    max_offset_mm: float = 3.0,
     progress=None,
     cancel=None,
 ):
@@ -334,8 +338,9 @@ def train_beam_center_model(
 
     torch.manual_seed(seed)
     t0 = time.time()
-    xt, yt, _ = make_dataset(n_train, seed=seed, size=size, progress=progress)
-    xv, yv, kv = make_dataset(n_val, seed=seed + 1_000_003, size=size)
+    kw = dict(size=size, render_size=render_size, max_offset_mm=max_offset_mm)
+    xt, yt, _ = make_dataset(n_train, seed=seed, progress=progress, **kw)
+    xv, yv, kv = make_dataset(n_val, seed=seed + 1_000_003, **kw)
     model = build_resnet_center(size=size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * (n_train // batch_size)
@@ -359,9 +364,11 @@ def train_beam_center_model(
                 yb[:, 2] = -yb[:, 2]
             out = model(xb)
             mu, lv = out[:, :4], out[:, 4:]
-            # warm up on squared error, then the Gaussian NLL that learns the uncertainty
-            nll = 0.5 * (torch.exp(-lv) * (yb - mu) ** 2 + lv)
-            loss = nll.mean() if ep > 0 else ((yb - mu) ** 2).mean() + 0.01 * (lv**2).mean()
+            # the means learn from the squared error; the log-variances from the
+            # Gaussian NLL of the (detached) residuals, so a growing variance
+            # cannot switch off the means' gradient
+            nll = 0.5 * (torch.exp(-lv) * (yb - mu.detach()) ** 2 + lv)
+            loss = ((yb - mu) ** 2).mean() + nll.mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
