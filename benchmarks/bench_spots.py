@@ -19,7 +19,7 @@ called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
 
 Usage::
 
-    python benchmarks/bench_spots.py [--frames 3] [--model default] [--skip-speed]
+    python benchmarks/bench_spots.py [--frames 3] [--model default] [--parts accuracy,real,speed]
 """
 
 from __future__ import annotations
@@ -76,8 +76,17 @@ def peakfinder8(image, pixel_mask, geometry, *, min_snr=5.0, adc_thresh=10.0, mi
     return np.column_stack([fs + 0.5, ss + 0.5])  # peakfinder8 indexes pixel centres from 0
 
 
+def _score(xy, d, true_xy, strong, ice_filter):
+    from napari_xrd.core.spots import ice_ring_spots
+
+    if ice_filter:
+        xy = xy[~ice_ring_spots(d)]
+    return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
+
+
 def accuracy(n_frames: int, model: str):
-    rows = {"unet": [], "dispersion": [], "peakfinder8": []}
+    names = ("unet", "dispersion", "peakfinder8")
+    rows = {(n, f): [] for n in names for f in (False, True)}
     for i in range(n_frames):
         still = held_out_pilatus(i)
         img, pm, geom = still.image, still.pixel_mask, still.geometry
@@ -85,37 +94,51 @@ def accuracy(n_frames: int, model: str):
         true_xy = np.column_stack([spots["fast"], spots["slow"]])
         strong = (spots["snr"] >= 5) & spots["in_mask"]
         valid = pm == 0
-        found = {}
-        found["unet"] = find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu")
-        found["dispersion"] = find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom)
+        found = {
+            "unet": find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu"),
+            "dispersion": find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom),
+        }
         for name, res in found.items():
-            s = spot_scores(res.table.fast_slow(), true_xy, radius=3.0, true_weight=strong)
-            s["iou"] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
-            rows[name].append(s)
+            iou = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
+            for f in (False, True):
+                s = _score(res.table.fast_slow(), res.table["d"], true_xy, strong, f)
+                s["iou"] = iou if not f else float("nan")
+                rows[(name, f)].append(s)
         try:
             pf = peakfinder8(img, pm, geom)
-            s = spot_scores(pf, true_xy, radius=3.0, true_weight=strong)
-            s["iou"] = float("nan")  # peakfinder8 reports positions only
-            rows["peakfinder8"].append(s)
+            d = geom.resolution_at(pf[:, 0], pf[:, 1]) if len(pf) else np.zeros(0)
+            for f in (False, True):
+                s = _score(pf, np.atleast_1d(d), true_xy, strong, f)
+                s["iou"] = float("nan")  # peakfinder8 reports positions only
+                rows[("peakfinder8", f)].append(s)
         except ImportError as exc:
-            rows["peakfinder8"].append({"error": f"ondamonitor not importable: {exc}"})
-        print(f"  frame {i}: {int(strong.sum())} true spots with SNR >= 5 "
-              f"({len(spots)} reflections on the detector)", flush=True)
-    print("\nHeld-out simulated Pilatus 6M frames (full size):")
-    print(f"{'method':<12} {'recall(SNR>=5)':>15} {'precision':>10} {'F1':>7} {'mask IoU':>9} {'pred/frame':>11}")
+            for f in (False, True):
+                rows[("peakfinder8", f)].append({"error": f"ondamonitor not importable: {exc}"})
+        ice = still.params.get("anomalies", {}).get("ice_ring", {})
+        print(f"  frame {i}: {int(strong.sum())} true spots with SNR >= 5 ({len(spots)} reflections); ice rings "
+              f"{'spotty' if ice.get('spotty') else 'smooth'}, {ice.get('photons', 0):.0f} photons/px", flush=True)
+        for name in names:
+            r = rows[(name, False)][-1]
+            if "error" not in r:
+                print(f"    {name:<12} recall {r['recall']:.3f} precision {r['precision']:.3f} F1 {r['f1']:.3f}")
     summary = {}
-    for name, rs in rows.items():
-        if rs and "error" in rs[0]:
-            print(f"{name:<12} {rs[0]['error']}")
-            continue
-        # pool the frames: sum hits over frames
-        rec = np.nanmean([r["recall"] for r in rs])
-        prec = np.nanmean([r["precision"] for r in rs])
-        f1 = 2 * rec * prec / (rec + prec) if rec + prec > 0 else 0.0
-        iou = np.nanmean([r["iou"] for r in rs]) if not all(np.isnan(r["iou"]) for r in rs) else float("nan")
-        npred = np.mean([r["n_predicted"] for r in rs])
-        summary[name] = dict(recall=rec, precision=prec, f1=f1, iou=iou)
-        print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
+    for f in (False, True):
+        print(f"\nHeld-out simulated Pilatus 6M frames (full size), {'with' if f else 'without'} the ice-ring filter"
+              " (mean over frames):")
+        print(f"{'method':<12} {'recall(SNR>=5)':>15} {'precision':>10} {'F1':>7} {'mask IoU':>9} {'pred/frame':>11}")
+        for name in names:
+            rs = rows[(name, f)]
+            if rs and "error" in rs[0]:
+                print(f"{name:<12} {rs[0]['error']}")
+                continue
+            rec = float(np.nanmean([r["recall"] for r in rs]))
+            prec = float(np.nanmean([r["precision"] for r in rs]))
+            f1 = float(np.nanmean([r["f1"] for r in rs]))
+            ious = [r["iou"] for r in rs if np.isfinite(r["iou"])]
+            iou = float(np.mean(ious)) if ious else float("nan")
+            npred = np.mean([r["n_predicted"] for r in rs])
+            summary[f"{name}{'+ice_filter' if f else ''}"] = dict(recall=rec, precision=prec, f1=f1, iou=iou)
+            print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
     return summary
 
 
@@ -229,10 +252,18 @@ def main(argv=None):
     p.add_argument("--frames", type=int, default=3, help="held-out simulated Pilatus frames (default 3)")
     p.add_argument("--model", default="default")
     p.add_argument("--skip-speed", action="store_true")
+    p.add_argument("--parts", default="accuracy,real,speed", help="comma-separated subset of accuracy,real,speed")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
-    results = {"accuracy": accuracy(args.frames, args.model), "real_adsc": real_adsc(args.model)}
-    if not args.skip_speed:
+    parts = set(args.parts.split(","))
+    if args.skip_speed:
+        parts.discard("speed")
+    results = {}
+    if "accuracy" in parts:
+        results["accuracy"] = accuracy(args.frames, args.model)
+    if "real" in parts:
+        results["real_adsc"] = real_adsc(args.model)
+    if "speed" in parts:
         results["speed"] = speed(args.model)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
