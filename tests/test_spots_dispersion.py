@@ -160,7 +160,9 @@ def test_table_centroid_corner_convention_and_resolution():
     np.testing.assert_array_equal(t["size"], [1, 2])
     np.testing.assert_allclose(t["d"], geom.resolution_at(t["x"], t["y"]))
     rows = t.rows()
-    assert rows[0]["x"] == 20.5 and rows[0]["size"] == 1
+    assert rows[0]["x"] == 20.5 and rows[0]["size"] == 1 and rows[0]["background"] is None
+    bg = spot_table(labels, img, background=np.full(img.shape, 2.0))
+    np.testing.assert_allclose(bg["background"], [2.0, 4.0])
 
 
 def test_bad_input_is_named():

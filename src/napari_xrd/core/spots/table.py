@@ -8,7 +8,8 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
 ``intensity``
     Summed raw counts over the spot's pixels (as ``dials.find_spots``' ``intensity.sum.value``).
 ``background``
-    Summed local background under the spot, when a background image is given, else 0.
+    Summed local background under the spot, when a background image is given, else NaN
+    (``null`` in JSON).
 ``size``
     Number of pixels.
 ``peak``
@@ -102,7 +103,7 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
     if background is not None:
         bg = np.bincount(lab, weights=np.asarray(background, dtype=np.float64)[sel], minlength=n)
     else:
-        bg = np.zeros(n)
+        bg = np.full(n, np.nan)
     x, y = x[present], y[present]
     if geometry is not None:
         d = np.asarray(geometry.resolution_at(x, y), dtype=np.float64)
