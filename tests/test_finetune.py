@@ -115,3 +115,28 @@ def test_finetune_needs_targets_and_a_known_task(tmp_path):
     store = _store_with_corrections(tmp_path / "store", n=2)
     with pytest.raises(ValueError, match="no fine-tuning for task"):
         finetune(store.path, task="nonsense")
+
+
+@pytest.mark.slow
+def test_train_spots_from_corrections_cli(tmp_path, monkeypatch, capsys):
+    """The shipped U-Net fine-tuned on a few small corrected frames through the CLI."""
+    from napari_xrd.cli import main
+    from napari_xrd.core.detectors import DetectorModel
+    from napari_xrd.core.simulate import random_still
+
+    monkeypatch.setenv("NAPARI_XRD_HOME", str(tmp_path / "home"))
+    det = DetectorModel("pad160", 160, 160, 0.172, 160, 160, 0, 0)
+    store = CorrectionStore(tmp_path / "store")
+    for i in range(3):
+        s = random_still(50 + i, detector=det, shape=None, anomalies="none", distance_range_mm=(100.0, 200.0))
+        store.save(make_correction(s.image, source_file=f"/d/{i}.cbf", pixel_mask=s.pixel_mask, spot_mask=s.spot_mask))
+    shipped = find_model("default", task="spots")
+    assert main(["train", "spots", "--from-corrections", str(store.path), "--epochs", "1", "--no-promote",
+                 "--quiet", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["base"] == shipped.name and not out["promoted"]
+    assert set(out["heldout_base"]) == {"f1", "recall", "precision", "iou"}
+    new_card = json.loads((tmp_path / "home" / "models" / (out["model"].rsplit("/", 1)[-1][:-3] + ".json")).read_text())
+    assert new_card["base"]["sha256"] == shipped.card["sha256"]
+    assert "--from-corrections" in new_card["training_command"]
+    assert find_model("default", task="spots").name == shipped.name  # --no-promote
