@@ -135,7 +135,7 @@ def test_train_spots_from_corrections_cli(tmp_path, monkeypatch, capsys):
                  "--quiet", "--device", "cpu"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["base"] == shipped.name and not out["promoted"]
-    assert set(out["heldout_base"]) == {"f1", "recall", "precision", "iou"}
+    assert set(out["heldout_base"]) == {"f1", "recall", "precision", "iou", "f1_frame_mean"}
     new_card = json.loads((tmp_path / "home" / "models" / (out["model"].rsplit("/", 1)[-1][:-3] + ".json")).read_text())
     assert new_card["base"]["sha256"] == shipped.card["sha256"]
     assert "--from-corrections" in new_card["training_command"]

@@ -21,12 +21,13 @@ def _has_target(example) -> bool:
 
 
 def evaluate_on_examples(model, examples, *, device="auto", seed=0, threshold: float = 0.5) -> dict:
-    """Spot recall/precision/F1 and mask IoU of ``model`` on full frames."""
+    """Spot recall/precision/F1 (pooled over frames), mask IoU and the mean per-frame F1 of ``model``."""
     from napari_xrd.core.spots.inference import predict_spot_probability
     from napari_xrd.core.spots.metrics import centroids_from_mask, match_spots
 
     net = copy.deepcopy(model).eval()  # inference caches a folded copy per module object
     inter = union = hits_t = n_t = hits_p = n_p = 0
+    per_frame = []
     for ex in examples:
         valid = np.ones(ex.image.shape, bool) if ex.pixel_mask is None else ex.pixel_mask == 0
         prob = predict_spot_probability(ex.image, pixel_mask=ex.pixel_mask, model=net, device=device)
@@ -39,10 +40,19 @@ def evaluate_on_examples(model, examples, *, device="auto", seed=0, threshold: f
         n_p += len(ph)
         hits_t += int(np.sum(th))
         n_t += len(th)
+        r_i = np.mean(th) if len(th) else np.nan
+        p_i = np.mean(ph) if len(ph) else np.nan
+        per_frame.append(2 * r_i * p_i / (r_i + p_i) if len(th) and len(ph) and r_i + p_i > 0 else 0.0)
     recall = hits_t / n_t if n_t else float("nan")
     precision = hits_p / n_p if n_p else float("nan")
     f1 = 2 * recall * precision / (recall + precision) if n_t and n_p and (recall + precision) > 0 else 0.0
-    return {"f1": f1, "recall": recall, "precision": precision, "iou": inter / union if union else 1.0}
+    return {
+        "f1": f1,
+        "recall": recall,
+        "precision": precision,
+        "iou": inter / union if union else 1.0,
+        "f1_frame_mean": float(np.mean(per_frame)) if per_frame else float("nan"),
+    }
 
 
 def train_on_examples(model, card, train_examples, simulated_examples, *, epochs, seed, device, progress=None, cancel=None,
