@@ -8,6 +8,7 @@ right within 3 px of a corrected one) and the pixel IoU of the masks.
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 
@@ -56,13 +57,14 @@ def evaluate_on_examples(model, examples, *, device="auto", seed=0, threshold: f
 
 
 def train_on_examples(model, card, train_examples, simulated_examples, *, epochs, seed, device, progress=None, cancel=None,
-                      learning_rate: float = 5e-4, simulated_per_correction: float = 1.0):
+                      learning_rate: float = 5e-4, simulated_per_correction: float = 1.0, min_steps: int = 120):
     """Continue training ``model`` on corrections mixed with simulated frames.
 
     Corrections are the point, so they are all used; simulated frames (at
     most ``simulated_per_correction`` per correction, drawn reproducibly)
     keep the model from forgetting the general case.  The learning rate is
-    lower than for training from scratch.
+    lower than for training from scratch, and at least ``min_steps``
+    optimiser steps are run however few the corrections.
     """
     from napari_xrd.core.training.spots import SpotTrainingConfig, train_spot_model
 
@@ -70,7 +72,11 @@ def train_on_examples(model, card, train_examples, simulated_examples, *, epochs
     n_sim = min(len(simulated_examples), int(round(simulated_per_correction * len(train_examples))))
     sims = [simulated_examples[i] for i in rng.choice(len(simulated_examples), n_sim, replace=False)] if n_sim else []
     frames = [(ex.image, ex.pixel_mask, ex.spot_mask) for ex in list(train_examples) + sims]
-    cfg = SpotTrainingConfig(model=dict(card.card["config"]), epochs=epochs, learning_rate=learning_rate, seed=seed)
+    cfg = SpotTrainingConfig(model=dict(card.card["config"]), learning_rate=learning_rate, seed=seed)
+    # a handful of corrected frames gives only a few batches per epoch: run at
+    # least ``min_steps`` optimiser steps so that small stores still adapt
+    steps_per_epoch = max(1, math.ceil(len(frames) * cfg.crops_per_frame / cfg.batch_size))
+    cfg.epochs = max(int(epochs), math.ceil(min_steps / steps_per_epoch))
     trained, _history = train_spot_model(
         frames, [], config=cfg, device=device, initial_state=model.state_dict(), progress=progress, cancel=cancel
     )
