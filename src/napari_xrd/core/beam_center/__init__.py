@@ -273,7 +273,7 @@ def estimate_beam_center(
     valid_ns = valid & ~shadow
     start = radius = None
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
-        start, radius = nn["beam_center_px"], max(30.0, 4 * nn["center_sigma_px"])
+        start, radius = nn["beam_center_px"], max(30.0, 6 * nn["center_sigma_px"])
     sym, sd = centrosymmetry_center(
         data, pixel_mask=~valid_ns, start=start, search_radius_px=radius, remove_shadow=False
     )
