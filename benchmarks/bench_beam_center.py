@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,7 @@ def main(argv=None):
     print(f"{'frame':24s} {'detector':10s} {'ours err px':>11s} {'unc':>6s} {'tilt err°':>9s} {'method':30s} "
           f"{'s':>5s} | {'heur px':>8s} | {'pyFAI px':>8s} {'tilt°':>6s}")
     for det in args.detectors.split(","):
-        for label, img, mask, true, header in frames(det, args.n, args.seed + hash(det) % 1000):
+        for label, img, mask, true, header in frames(det, args.n, args.seed + zlib.crc32(det.encode()) % 1000):
             t0, c0 = time.perf_counter(), time.process_time()
             r = estimate_beam_center(img, geometry=header, pixel_mask=mask)
             dt, dc = time.perf_counter() - t0, time.process_time() - c0

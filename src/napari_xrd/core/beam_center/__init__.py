@@ -363,6 +363,12 @@ def estimate_beam_center(
         return _result(geometry.replace(beam_center=sym), uncertainty=unc, tilt_sigma=None,
                        tilt_ok=False, method="friedel (diffuse scatter only)", details=details)
     if nn is not None:
+        d = math.hypot(sym[0] - nn["beam_center_px"][0], sym[1] - nn["beam_center_px"][1])
+        if d <= 3 * nn["center_sigma_px"]:
+            # a weak symmetry peak that the network's coarse guess agrees with
+            unc = max(sd["uncertainty_px"], min(0.02 * max(data.shape), nn["center_sigma_px"]))
+            return _result(geometry.replace(beam_center=sym), uncertainty=unc, tilt_sigma=None, tilt_ok=False,
+                           method="friedel (weak; network agrees)", details=details)
         g = geometry.replace(beam_center=nn["beam_center_px"])
         return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=None, tilt_ok=False,
                        method="resnet (no rings, pattern not clearly centrosymmetric)", details=details)
