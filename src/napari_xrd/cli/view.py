@@ -81,13 +81,20 @@ def open_viewer(*, files=(), stack=False, sample=None, screenshot=None, show=Tru
     for name in dock_widget_names():
         dock, _ = viewer.window.add_plugin_dock_widget("napari-xrd", name, tabify=bool(docks))
         docks.append(dock)
-    if docks:
-        docks[0].raise_()
+    _raise_first_dock(viewer)
     images = [ly for ly in viewer.layers if ly._type_string == "image"]
     if images:
         viewer.layers.selection.active = images[0]
     viewer.reset_view()
     return viewer
+
+
+def _raise_first_dock(viewer) -> None:
+    """Show the Geometry panel's tab (docks are tabbed together)."""
+    docks = getattr(viewer.window, "_dock_widgets", {})
+    for name, dock in docks.items():
+        if name.startswith("Geometry"):
+            dock.raise_()
 
 
 def _screenshot_and_close(viewer, path) -> None:
@@ -96,6 +103,7 @@ def _screenshot_and_close(viewer, path) -> None:
     viewer.window._qt_window.resize(1500, 950)
     for _ in range(20):
         QApplication.processEvents()
+    _raise_first_dock(viewer)
     viewer.reset_view()
     _show_readout_example(viewer)
     for _ in range(5):
