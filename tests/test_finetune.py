@@ -176,3 +176,27 @@ def test_finetuning_on_a_shifted_domain_improves_held_out_frames(tmp_path, monke
     after = evaluate_on_examples(tuned, held, device="cpu")
     assert after["f1"] > before["f1"] + 0.005, (before, after)
     assert after["f1_frame_mean"] > before["f1_frame_mean"], (before, after)
+
+
+@pytest.mark.slow
+def test_train_beam_center_from_corrections_cli(tmp_path, monkeypatch, capsys):
+    """The shipped beam-centre ResNet fine-tuned on corrected centres through the CLI."""
+    from napari_xrd.cli import main
+    from napari_xrd.core.detectors import DetectorModel
+    from napari_xrd.core.simulate import random_still
+
+    monkeypatch.setenv("NAPARI_XRD_HOME", str(tmp_path / "home"))
+    det = DetectorModel("pad1024", 1024, 1024, 0.1, 1024, 1024, 0, 0)
+    store = CorrectionStore(tmp_path / "store")
+    for i in range(12):
+        s = random_still(300 + i, detector=det, shape=(256, 256), anomalies="random")
+        store.save(make_correction(s.image, source_file=f"/b/{i}.cbf", pixel_mask=s.pixel_mask, geometry=s.geometry))
+    shipped = find_model("default", task="beam-center")
+    assert main(["train", "beam-center", "--from-corrections", str(store.path), "--epochs", "2", "--device", "cpu"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["base"] == shipped.name
+    base_err = out["heldout_base"]["center_error_px_median"]
+    new_err = out["heldout_new"]["center_error_px_median"]
+    assert out["promoted"] == (new_err < base_err)
+    expected = out["model"].rsplit("/", 1)[-1][:-3] if out["promoted"] else shipped.name
+    assert find_model("default", task="beam-center").name == expected

@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from napari_xrd.cli._finetune import add_finetune_arguments, run_finetune
+
 
 def add_parser(tasks) -> None:
     p = tasks.add_parser(
@@ -28,10 +30,14 @@ def add_parser(tasks) -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-limit", type=float, default=None, help="stop after the epoch that passes this many s")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda (fine-tuning)")
+    add_finetune_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.from_corrections:
+        return run_finetune(args, "beam-center")
     from napari_xrd.core.models.weights import save_model, user_model_dir
     from napari_xrd.core.progress import tqdm_progress
     from napari_xrd.core.training.beam_center import train_beam_center_model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 
+from napari_xrd.cli._finetune import add_finetune_arguments, run_finetune
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -15,14 +17,6 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--data", nargs="+", metavar="DATA",
                    help="dataset directories for training (with --from-corrections: simulated data mixed in)")
-    p.add_argument("--from-corrections", metavar="STORE",
-                   help="fine-tune on a corrections store instead: a held-out part of the corrections scores the "
-                        "base and the new model; the new model goes to the user model directory and becomes the "
-                        "default only if it is better")
-    p.add_argument("--base", default="default", help="with --from-corrections: the model to start from (default: default)")
-    p.add_argument("--heldout-fraction", type=float, default=0.25,
-                   help="with --from-corrections: share of corrected images held out (default 0.25)")
-    p.add_argument("--no-promote", action="store_true", help="with --from-corrections: never change the default model")
     p.add_argument("--val-data", nargs="+", metavar="DATA",
                    help="held-out dataset directories (default: the last 10%% of --data, at least 1 example)")
     p.add_argument("--epochs", type=int, default=10)
@@ -46,6 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="stop after S seconds of training (the learning-rate schedule follows time then)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_finetune_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -72,39 +67,6 @@ def _frames(datasets, indices):
         yield ex["image"], ex.get("pixel_mask"), ex["spot_mask"]
 
 
-def run_finetune(args) -> int:
-    """``--from-corrections``: fine-tune through the task-agnostic loop."""
-    import json
-    import shlex
-
-    from napari_xrd.core.progress import tqdm_progress
-    from napari_xrd.core.training.finetune import finetune
-
-    parts = ["napari-xrd", "train", "spots", "--from-corrections", args.from_corrections, "--base", args.base,
-             "--epochs", str(args.epochs), "--seed", str(args.seed), "--heldout-fraction", str(args.heldout_fraction)]
-    if args.data:
-        parts += ["--data", *args.data]
-    with tqdm_progress("fine-tune spots", disable=args.quiet or None) as bar:
-        report = finetune(
-            args.from_corrections,
-            task="spots",
-            base=args.base,
-            simulated=args.data,
-            epochs=args.epochs,
-            heldout_fraction=args.heldout_fraction,
-            seed=args.seed,
-            device=args.device,
-            name=None if args.name == "spots-unet" else args.name,
-            promote_if_better=not args.no_promote,
-            command=" ".join(shlex.quote(p) for p in parts),
-            progress=bar,
-        )
-    print(report.summary(), file=sys.stderr)
-    print(json.dumps({"model": report.new_model_path, "promoted": report.promoted, "base": report.base,
-                      "heldout_base": report.base_scores, "heldout_new": report.new_scores}))
-    return 0
-
-
 def run(args) -> int:
     import datetime
     import json
@@ -118,7 +80,7 @@ def run(args) -> int:
     if args.epochs < 1:
         raise ValueError("--epochs must be at least 1")
     if args.from_corrections:
-        return run_finetune(args)
+        return run_finetune(args, "spots", simulated=args.data)
     if not args.data:
         raise ValueError("--data is required (or --from-corrections)")
     channels = [int(c) for c in args.channels.split(",")]

@@ -55,7 +55,7 @@ class CorrectionsWidget(Container):
         self._load = PushButton(text="load latest saved correction")
         self._status = Label(value="")
         # fine-tuning from the store
-        self._ft_task = ComboBox(label="fine-tune", choices=["spots", "beam_center"], value="spots")
+        self._ft_task = ComboBox(label="fine-tune", choices=["spots", "beam-center"], value="spots")
         self._ft_base = ComboBox(label="base model", choices=self._model_choices)
         self._ft_epochs = SpinBox(label="epochs", min=1, max=200, value=5)
         self._ft_sim = LineEdit(label="simulated data", value="")

@@ -68,17 +68,20 @@ def register_task(task: FinetuneTask) -> FinetuneTask:
 
 
 def _get_task(name: str) -> FinetuneTask:
+    """A registered task by its model-card name ("beam_center" also finds "beam-center")."""
     import importlib
 
-    name = name.replace("-", "_")
-    if name not in TASKS:
-        try:
-            importlib.import_module(f"napari_xrd.core.training.finetune_{name}")
-        except ModuleNotFoundError:
-            pass
-    if name not in TASKS:
-        raise ValueError(f"no fine-tuning for task {name!r}; known: {', '.join(sorted(TASKS)) or 'none'}")
-    return TASKS[name]
+    for key in (name, name.replace("_", "-")):
+        if key in TASKS:
+            return TASKS[key]
+    try:
+        importlib.import_module(f"napari_xrd.core.training.finetune_{name.replace('-', '_')}")
+    except ModuleNotFoundError:
+        pass
+    for key in (name, name.replace("_", "-")):
+        if key in TASKS:
+            return TASKS[key]
+    raise ValueError(f"no fine-tuning for task {name!r}; known: {', '.join(sorted(TASKS)) or 'none'}")
 
 
 @dataclass
@@ -106,11 +109,11 @@ class FinetuneReport:
         lines = [
             f"task {self.task}: base {self.base} -> {self.new_model or '(not saved)'}",
             f"corrections: {self.n_train} for training, {self.n_heldout} held out",
-            f"{'held-out score':<16}{'base':>10}{'fine-tuned':>12}",
+            f"{'held-out score':<24}{'base':>10}{'fine-tuned':>12}",
         ]
         for k in keys:
             b, n = self.base_scores.get(k, np.nan), self.new_scores.get(k, np.nan)
-            lines.append(f"{k:<16}{b:>10.4f}{n:>12.4f}")
+            lines.append(f"{k:<24}{b:>10.4f}{n:>12.4f}")
         verdict = "now the default" if self.promoted else "not better: the default is unchanged"
         lines.append(f"{self.metric} gain {self.gain:+.4f}: {verdict}")
         return "\n".join(lines)
