@@ -25,7 +25,8 @@ def _viewer_with_image(make_napari_viewer, tmp_path):
     pred = np.zeros((120, 100), np.uint8)
     pred[30:33, 40:43] = 1
     pred[80:82, 10:12] = 1  # a false spot the user will erase
-    viewer.add_labels(pred, name="predicted spot mask")
+    viewer.add_labels(pred, name="predicted spot mask", metadata={"model": {"method": "unet", "name": "spots-unet-v1",
+                                                                              "sha256": "ab" * 32}})
     viewer.add_points(dials_to_napari([[41.5, 31.5], [11.0, 81.0]]), name="predicted spots")
     return viewer, img
 
@@ -58,6 +59,7 @@ def test_correct_and_save_then_reload(make_napari_viewer, qtbot, tmp_path):
     ex = store.latest(img.path, 0)
     assert ex.geometry.beam_center == (52.5, 58.5)
     assert ex.anomaly_labels[2] == 1 and ex.anomaly_labels.sum() == 1
+    assert ex.provenance["models"]["spots"]["name"] == "spots-unet-v1"  # what predicted is recorded
     assert np.array_equal(ex.image, img.data[0])
     assert "1 saved correction" in w._status.value
     # reopening shows the saved work

@@ -44,6 +44,13 @@ def format_result(result, header=None) -> str:
     return "\n".join(lines)
 
 
+def _model_choices(_=None):
+    """"default", then shipped and fine-tuned beam-centre models."""
+    from napari_xrd.core.models.weights import list_models
+
+    return list(dict.fromkeys(["default"] + [c.name for c in list_models(task="beam-center")]))
+
+
 class BeamCenterWidget(Container):
     """Dock widget: beam centre and detector tilt of the selected image layer."""
 
@@ -52,6 +59,7 @@ class BeamCenterWidget(Container):
         self._image = ComboBox(label="image", choices=self._image_choices)
         self._method = ComboBox(label="method", choices=["auto", "rings", "friedel", "resnet", "heuristic"],
                                 value="auto")
+        self._model = ComboBox(label="model", choices=_model_choices, tooltip="ResNet for the coarse start")
         self._fit_tilt = CheckBox(text="fit detector tilt", value=True)
         self._run = PushButton(text="Estimate")
         self._cancel = PushButton(text="Cancel", enabled=False)
@@ -59,7 +67,7 @@ class BeamCenterWidget(Container):
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self._readout = Label(label="result", value="")
         super().__init__(
-            widgets=[self._image, self._method, self._fit_tilt, self._run, self._cancel, self._progress,
+            widgets=[self._image, self._method, self._model, self._fit_tilt, self._run, self._cancel, self._progress,
                      self._readout, self._apply],
         )
         self._worker = None
@@ -101,6 +109,7 @@ class BeamCenterWidget(Container):
         geometry = get_geometry(layer)
         pixel_mask = layer.metadata.get("pixel_mask")
         method = self._method.value
+        model = self._model.value or "default"
         fit_tilt = bool(self._fit_tilt.value)
         self._cancel_requested = False
         is_cancelled = lambda: self._cancel_requested  # noqa: E731
@@ -110,7 +119,7 @@ class BeamCenterWidget(Container):
             frame = np.asarray(data)
             try:
                 return estimate_beam_center(
-                    frame, geometry=geometry, pixel_mask=pixel_mask, method=method, fit_tilt=fit_tilt,
+                    frame, geometry=geometry, pixel_mask=pixel_mask, method=method, model=model, fit_tilt=fit_tilt,
                     cancel=is_cancelled,
                 )
             except Cancelled:
@@ -229,4 +238,7 @@ class BeamCenterWidget(Container):
         if g is None or self._target is None:
             return
         set_geometry(self._viewer, self._target, g)
+        if self._result is not None:  # provenance for corrections made on this geometry
+            self._target.metadata.setdefault("models", {})["beam-center"] = {
+                "method": self._result.method, "model": self._model.value or "default"}
         self._readout.value = self._readout.value + "\napplied to the image geometry"

@@ -258,8 +258,17 @@ class CorrectionsWidget(Container):
             predicted_spots=pred.get("spots"),
             predicted_geometry=pred.get("geometry"),
             header_geometry=layer.metadata.get("header_geometry", get_geometry(layer)),
-            models=dict(layer.metadata.get("models", {})),
+            models=self._models(),
         )
+
+    def _models(self) -> dict:
+        """What predicted the layers being corrected, per task (for provenance)."""
+        models = dict(self.image_layer.metadata.get("models", {}))
+        for task, widget in (("spots", self._mask_layer), ("spots", self._points_layer)):
+            layer = widget.value
+            if layer is not None and layer.metadata.get("model"):
+                models.setdefault(task, dict(layer.metadata["model"]))
+        return models
 
     def build_correction(self):
         """The correction as an Example (see :meth:`collect`)."""

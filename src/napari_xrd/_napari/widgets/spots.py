@@ -53,6 +53,21 @@ def _format_shells(rows) -> str:
     return "\n".join(lines)
 
 
+def _model_record(options: dict) -> dict:
+    """Name, sha256 and settings of what finds the spots (for provenance)."""
+    if options.get("method") != "unet":
+        return {"method": options.get("method", "dispersion"),
+                **{k: v for k, v in options.items() if k not in ("method", "geometry")}}
+    from napari_xrd.core.models.weights import WeightsError, find_model
+
+    try:
+        card = find_model(options.get("model", "default"), task="spots")
+    except WeightsError:
+        return {"method": "unet", "name": str(options.get("model"))}
+    return {"method": "unet", "name": card.name, "sha256": card.card.get("sha256"),
+            "threshold": options.get("threshold"), "shipped": card.shipped}
+
+
 def _model_choices(_=None):
     from napari_xrd.core.models.weights import list_models
 
@@ -150,6 +165,7 @@ class SpotsWidget(Container):
             geometry = DetectorGeometry.from_dict(geometry)
         pixel_mask = layer.metadata.get("pixel_mask")
         options = self._options(geometry is not None)
+        self._model_record = _model_record(options)
         self._cancel_requested = False
         is_cancelled = lambda: self._cancel_requested  # noqa: E731
 
@@ -214,6 +230,8 @@ class SpotsWidget(Container):
 
     def _show_result(self, layer, r):
         labels, points = self._result_layers(layer)
+        # what predicted these spots: the corrections widget records it with every correction
+        labels.metadata["model"] = points.metadata["model"] = dict(getattr(self, "_model_record", {}))
         f, lab, table = r["frame"], r["labels"], r["table"]
         if layer.data.ndim == 2:
             labels.data = lab
