@@ -91,10 +91,12 @@ def open_viewer(*, files=(), stack=False, sample=None, screenshot=None, show=Tru
 
 def _raise_first_dock(viewer) -> None:
     """Show the Geometry panel's tab (docks are tabbed together)."""
-    docks = getattr(viewer.window, "_dock_widgets", {})
-    for name, dock in docks.items():
+    for name, widget in viewer.window.dock_widgets.items():
         if name.startswith("Geometry"):
-            dock.raise_()
+            native = getattr(widget, "native", widget)
+            dock = native.parent()
+            if dock is not None:
+                dock.raise_()
 
 
 def _screenshot_and_close(viewer, path) -> None:
