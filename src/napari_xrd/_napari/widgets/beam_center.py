@@ -176,9 +176,9 @@ class BeamCenterWidget(Container):
             est.data = dials_to_napari(np.asarray(result.beam_center_px))[None, :]
         est.mode = "select"
         est.selected_data = {0}
-        if not getattr(est, "_xrd_drag_connected", False):
+        if not est.metadata.get("xrd_drag_connected", False):
             est.events.data.connect(self._on_drag)
-            est._xrd_drag_connected = True
+            est.metadata["xrd_drag_connected"] = True
         self._viewer.layers.selection.active = est
         self._draw_preview()
         self._readout.value = format_result(result, header)
