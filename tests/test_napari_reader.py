@@ -79,3 +79,26 @@ def test_cli_parses_view_and_demo():
     assert a.sample == "simulated" and a.screenshot == "x.png"
     a = p.parse_args(["view", "a.cbf", "b.cbf", "--stack"])
     assert a.files == ["a.cbf", "b.cbf"] and a.stack
+
+
+@pytest.mark.slow
+def test_simulated_sample_carries_its_truth_as_layers():
+    from napari_xrd._napari.sample_data import simulated_pilatus
+    from napari_xrd.core.coords import napari_to_dials
+
+    layers = simulated_pilatus()
+    by_name = {kw["name"]: (data, kw, kind) for data, kw, kind in layers}
+    image, kw, _ = by_name["simulated Pilatus 6M"]
+    assert image.shape == (2527, 2463)
+    g = kw["metadata"]["geometry"]
+    mask = by_name["true spot mask"][0]
+    pts = by_name["true spot centroids"][0]
+    assert mask.shape == image.shape and mask.sum() > 0 and len(pts) > 100
+    # every true centroid lies on the detector; the clear ones (SNR >= 5) sit on the spot mask
+    fs = napari_to_dials(pts)
+    assert np.all((fs >= 0) & (fs <= [2463, 2527]))
+    rows, cols = np.round(pts[:, 0]).astype(int), np.round(pts[:, 1]).astype(int)
+    strong = by_name["true spot centroids"][1]["features"]["snr"] >= 5
+    assert strong.sum() > 100 and np.mean(mask[rows[strong], cols[strong]] > 0) > 0.99
+    assert "beam_center" in {t[1]["metadata"].get("xrd_overlay") for t in layers}
+    assert np.isfinite(g.resolution_at(*fs[0]))

@@ -45,6 +45,7 @@ def simulated_pilatus():
     layers = layer_data_from_image(image, name="simulated Pilatus 6M")
     xrd_id = layers[0][1]["metadata"]["xrd_id"]
     spots = sim.spots
+    fields = spots.dtype.names if getattr(spots, "dtype", None) is not None and spots.dtype.names else tuple(spots)
     pts = dials_to_napari(np.stack([np.asarray(spots["fast"]), np.asarray(spots["slow"])], axis=1))
     layers.append(
         (
@@ -63,7 +64,7 @@ def simulated_pilatus():
                 "face_color": "transparent",
                 "border_color": "#39ff14",
                 "visible": False,
-                "features": {k: np.asarray(spots[k]) for k in ("d", "photons") if k in spots},
+                "features": {k: np.asarray(spots[k]) for k in ("d", "photons", "snr") if k in fields},
                 "metadata": {"xrd_overlay_of": xrd_id, "xrd_overlay": "true_spots"},
             },
             "points",
