@@ -303,6 +303,35 @@ def make_dataset(
     return x, y, kinds
 
 
+def training_step(model, optimizer, xb, yb, rng):
+    """One optimiser step on a batch, with random fast/slow flips; returns the loss.
+
+    Flipping the fast axis negates the centre's u and the yaw; flipping the
+    slow axis negates v and the pitch.  The means learn from the squared
+    error, the log-variances from the Gaussian NLL of the (detached)
+    residuals, so a growing variance cannot switch off the means' gradient.
+    """
+    import torch
+
+    xb, yb = xb.clone(), yb.clone()
+    if rng.random() < 0.5:  # flip fast: u -> -u, yaw -> -yaw
+        xb = xb.flip(-1)
+        yb[:, 0] = -yb[:, 0]
+        yb[:, 3] = -yb[:, 3]
+    if rng.random() < 0.5:  # flip slow: v -> -v, pitch -> -pitch
+        xb = xb.flip(-2)
+        yb[:, 1] = -yb[:, 1]
+        yb[:, 2] = -yb[:, 2]
+    out = model(xb)
+    mu, lv = out[:, :4], out[:, 4:]
+    nll = 0.5 * (torch.exp(-lv) * (yb - mu.detach()) ** 2 + lv)
+    loss = ((yb - mu) ** 2).mean() + nll.mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train_beam_center_model(
     *,
     n_train: int = 6000,
@@ -353,25 +382,7 @@ def train_beam_center_model(
         perm = rng.permutation(n_train)
         for b in range(n_train // batch_size):
             idx = perm[b * batch_size : (b + 1) * batch_size]
-            xb, yb = xt_t[idx].clone(), yt_t[idx].clone()
-            if rng.random() < 0.5:  # flip fast: u -> -u, yaw -> -yaw
-                xb = xb.flip(-1)
-                yb[:, 0] = -yb[:, 0]
-                yb[:, 3] = -yb[:, 3]
-            if rng.random() < 0.5:  # flip slow: v -> -v, pitch -> -pitch
-                xb = xb.flip(-2)
-                yb[:, 1] = -yb[:, 1]
-                yb[:, 2] = -yb[:, 2]
-            out = model(xb)
-            mu, lv = out[:, :4], out[:, 4:]
-            # the means learn from the squared error; the log-variances from the
-            # Gaussian NLL of the (detached) residuals, so a growing variance
-            # cannot switch off the means' gradient
-            nll = 0.5 * (torch.exp(-lv) * (yb - mu.detach()) ** 2 + lv)
-            loss = ((yb - mu) ** 2).mean() + nll.mean()
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+            loss = training_step(model, opt, xt_t[idx], yt_t[idx], rng)
             if step < steps - 1:
                 sched.step()
             step += 1

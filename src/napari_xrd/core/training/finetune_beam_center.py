@@ -70,7 +70,7 @@ def train_on_examples(model, card, train_examples, simulated_examples, *, epochs
     """
     import torch
 
-    from napari_xrd.core.training.beam_center import make_dataset
+    from napari_xrd.core.training.beam_center import make_dataset, training_step
 
     size = int(getattr(model, "size", card.card.get("config", {}).get("size", 128)))
     torch.manual_seed(seed)
@@ -91,18 +91,7 @@ def train_on_examples(model, card, train_examples, simulated_examples, *, epochs
     for step in range(total):
         check_cancel(cancel)
         idx = rng.choice(len(x_all), batch_size, p=weights)
-        xb, yb = xt[idx].clone(), yt[idx].clone()
-        if rng.random() < 0.5:
-            xb, yb[:, 0], yb[:, 3] = xb.flip(-1), -yb[:, 0], -yb[:, 3]
-        if rng.random() < 0.5:
-            xb, yb[:, 1], yb[:, 2] = xb.flip(-2), -yb[:, 1], -yb[:, 2]
-        out = model(xb)
-        mu, lv = out[:, :4], out[:, 4:]
-        nll = 0.5 * (torch.exp(-lv) * (yb - mu.detach()) ** 2 + lv)
-        loss = ((yb - mu) ** 2).mean() + nll.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        loss = training_step(model, opt, xt[idx], yt[idx], rng)
         if step % 10 == 0:
             report(progress, step, total, f"loss {loss.item():.3f}")
     model.eval()
