@@ -102,3 +102,28 @@ def test_simulated_sample_carries_its_truth_as_layers():
     assert strong.sum() > 100 and np.mean(mask[rows[strong], cols[strong]] > 0) > 0.99
     assert "beam_center" in {t[1]["metadata"].get("xrd_overlay") for t in layers}
     assert np.isfinite(g.resolution_at(*fs[0]))
+
+
+@pytest.mark.gui
+def test_napari_opens_a_numbered_series_as_one_lazy_stack(make_napari_viewer, tmp_path):
+    from test_io_cbf import small_frame, write_cbf
+
+    frames = [small_frame(seed=i) for i in range(3)]
+    paths = []
+    for i, f in enumerate(frames):
+        p = tmp_path / f"xtal_{i + 1:05d}.cbf"
+        write_cbf(p, f)
+        paths.append(str(p))
+    viewer = make_napari_viewer()
+    viewer.open(paths, plugin="napari-xrd", stack=True)
+    images = [ly for ly in viewer.layers if ly._type_string == "image"]
+    assert len(images) == 1
+    stack = images[0]
+    assert stack.data.shape == (3,) + frames[0].shape
+    assert np.array_equal(np.asarray(stack.data[2]), frames[2])
+    # a bad file among the series is named when napari tries it, and napari keeps its layers
+    bad = tmp_path / "broken_00001.cbf"
+    bad.write_bytes(b"###CBF: VERSION 1.5\n" + b"\0" * 40)
+    with pytest.raises(ValueError, match="broken_00001.cbf"):
+        viewer.open(str(bad), plugin="napari-xrd")
+    assert stack in viewer.layers
