@@ -158,11 +158,9 @@ class SpotsWidget(Container):
             return
         frames = self._frame_indices(layer)
         data = layer.data
-        geometry = layer.metadata.get("geometry")
-        if isinstance(geometry, dict):
-            from napari_xrd.core.geometry import DetectorGeometry
+        from napari_xrd._napari.layers import get_geometry
 
-            geometry = DetectorGeometry.from_dict(geometry)
+        geometry = get_geometry(layer)
         pixel_mask = layer.metadata.get("pixel_mask")
         options = self._options(geometry is not None)
         self._model_record = _model_record(options)
