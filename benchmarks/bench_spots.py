@@ -3,10 +3,15 @@
 Prints (nothing is asserted):
 
 1. Accuracy on held-out simulated full-size Pilatus 6M stills (water ring, ice
-   rings, beamstop, module gaps, dead pixels; simulator seeds never used for
-   training): recall of true spots with SNR >= 5, precision (a predicted spot
-   is right when a true reflection lies within 3 px), F1, and the mask IoU on
-   spot pixels.
+   rings smooth or spotty, beamstop, module gaps, dead pixels; plus frames
+   without ice; simulator seeds never used for training): recall of true
+   spots with SNR >= 5, precision (a predicted spot is right when a true
+   reflection lies within 3 px), F1, and the mask IoU on spot pixels.  Per
+   frame and as means over all frames, over frames without spotty ice, and
+   over spotty-ice frames only; each for the three ice-ring treatments of
+   ``find_spots(ice_rings=...)`` ("keep": nothing dropped, "auto": spots in
+   shells crowded on this frame dropped, "filter": DIALS's fixed ice-ring
+   filter), applied to the spot lists of all three finders alike.
 2. The real ADSC Q4 frame: the fraction of the dispersion finder's spots that
    the U-Net also finds (within 3 px), and U-Net spots in module seams or the
    beamstop shadow.
@@ -19,7 +24,7 @@ called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
 
 Usage::
 
-    python benchmarks/bench_spots.py [--frames 3] [--model default] [--parts accuracy,real,speed]
+    python benchmarks/bench_spots.py [--frames 12] [--no-ice-frames 4] [--model default] [--parts accuracy,real,speed]
 """
 
 from __future__ import annotations
@@ -76,69 +81,118 @@ def peakfinder8(image, pixel_mask, geometry, *, min_snr=5.0, adc_thresh=10.0, mi
     return np.column_stack([fs + 0.5, ss + 0.5])  # peakfinder8 indexes pixel centres from 0
 
 
-def _score(xy, d, true_xy, strong, ice_filter):
-    from napari_xrd.core.spots import ice_ring_spots
+def held_out_no_ice(index: int):
+    """A held-out full-size Pilatus 6M still without ice (water ring only); another unseen seed."""
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
 
-    if ice_filter:
-        xy = xy[~ice_ring_spots(d)]
+    return random_still(
+        example_rng(HELD_OUT_SEED + 1, index),
+        detector="pilatus6m",
+        shape=None,
+        anomalies=["background_ring"],
+        style="realistic",
+        beamstop=True,
+        dead_fraction=3e-4,
+    )
+
+
+ICE_VARIANTS = ("keep", "auto", "filter")  # find_spots(ice_rings=...), applied to every method alike
+GROUPS = ("all", "no spotty ice", "spotty ice only")
+
+
+def _ice_kind(still) -> str:
+    ice = still.params.get("anomalies", {}).get("ice_ring")
+    if ice is None:
+        return "no-ice"
+    return "spotty" if ice.get("spotty") else "smooth"
+
+
+def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask):
+    from napari_xrd.core.spots.ice import flag_ice_ring_spots
+
+    if ice != "keep" and len(xy):
+        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask)]
     return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
 
 
-def accuracy(n_frames: int, model: str):
+def _frames(n_ice: int, n_no_ice: int):
+    for i in range(n_ice):
+        yield f"ice {i}", held_out_pilatus(i)
+    for i in range(n_no_ice):
+        yield f"no-ice {i}", held_out_no_ice(i)
+
+
+def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
+    """Per-frame and mean figures of the three finders, for each ice-ring variant."""
     names = ("unet", "dispersion", "peakfinder8")
-    rows = {(n, f): [] for n in names for f in (False, True)}
-    for i in range(n_frames):
-        still = held_out_pilatus(i)
+    rows = []  # one dict per frame: kind, n_strong, scores[(name, ice)]
+    for label, still in _frames(n_frames, n_no_ice):
         img, pm, geom = still.image, still.pixel_mask, still.geometry
         spots = still.spots
         true_xy = np.column_stack([spots["fast"], spots["slow"]])
         strong = (spots["snr"] >= 5) & spots["in_mask"]
         valid = pm == 0
-        found = {
-            "unet": find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu"),
-            "dispersion": find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom),
-        }
-        for name, res in found.items():
-            iou = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
-            for f in (False, True):
-                s = _score(res.table.fast_slow(), res.table["d"], true_xy, strong, f)
-                s["iou"] = iou if not f else float("nan")
-                rows[(name, f)].append(s)
+        found, ious = {}, {}
+        for name in ("unet", "dispersion"):
+            res = find_spots(img, method=name, pixel_mask=pm, geometry=geom, model=model, device="cpu",
+                             ice_rings="keep")
+            found[name] = (res.table.fast_slow(), res.table["d"])
+            ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
         try:
             pf = peakfinder8(img, pm, geom)
-            d = geom.resolution_at(pf[:, 0], pf[:, 1]) if len(pf) else np.zeros(0)
-            for f in (False, True):
-                s = _score(pf, np.atleast_1d(d), true_xy, strong, f)
-                s["iou"] = float("nan")  # peakfinder8 reports positions only
-                rows[("peakfinder8", f)].append(s)
+            found["peakfinder8"] = (pf, np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0))
+            ious["peakfinder8"] = float("nan")  # peakfinder8 reports positions only
         except ImportError as exc:
-            for f in (False, True):
-                rows[("peakfinder8", f)].append({"error": f"ondamonitor not importable: {exc}"})
+            print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")
+        row = {"frame": label, "kind": _ice_kind(still), "n_strong": int(strong.sum()), "scores": {}}
+        for name, (xy, d) in found.items():
+            for ice in ICE_VARIANTS:
+                s = _score(xy, d, true_xy, strong, ice, geom, pm)
+                s["iou"] = ious[name] if ice == "keep" else float("nan")
+                row["scores"][(name, ice)] = s
+        rows.append(row)
         ice = still.params.get("anomalies", {}).get("ice_ring", {})
-        print(f"  frame {i}: {int(strong.sum())} true spots with SNR >= 5 ({len(spots)} reflections); ice rings "
-              f"{'spotty' if ice.get('spotty') else 'smooth'}, {ice.get('photons', 0):.0f} photons/px", flush=True)
+        extra = f", {ice.get('photons', 0):.0f} photons/px" if ice else ""
+        print(f"  frame {label} ({row['kind']}{extra}): {row['n_strong']} true spots with SNR >= 5 "
+              f"({len(spots)} reflections)", flush=True)
         for name in names:
-            r = rows[(name, False)][-1]
-            if "error" not in r:
-                print(f"    {name:<12} recall {r['recall']:.3f} precision {r['precision']:.3f} F1 {r['f1']:.3f}")
-    summary = {}
-    for f in (False, True):
-        print(f"\nHeld-out simulated Pilatus 6M frames (full size), {'with' if f else 'without'} the ice-ring filter"
-              " (mean over frames):")
-        print(f"{'method':<12} {'recall(SNR>=5)':>15} {'precision':>10} {'F1':>7} {'mask IoU':>9} {'pred/frame':>11}")
-        for name in names:
-            rs = rows[(name, f)]
-            if rs and "error" in rs[0]:
-                print(f"{name:<12} {rs[0]['error']}")
+            if (name, "keep") not in row["scores"]:
                 continue
-            rec = float(np.nanmean([r["recall"] for r in rs]))
-            prec = float(np.nanmean([r["precision"] for r in rs]))
-            f1 = float(np.nanmean([r["f1"] for r in rs]))
-            ious = [r["iou"] for r in rs if np.isfinite(r["iou"])]
-            iou = float(np.mean(ious)) if ious else float("nan")
-            npred = np.mean([r["n_predicted"] for r in rs])
-            summary[f"{name}{'+ice_filter' if f else ''}"] = dict(recall=rec, precision=prec, f1=f1, iou=iou)
-            print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
+            parts = []
+            for ice in ICE_VARIANTS:
+                r = row["scores"][(name, ice)]
+                parts.append(f"{ice}: R {r['recall']:.3f} P {r['precision']:.3f} F1 {r['f1']:.3f}")
+            print(f"    {name:<12} " + " | ".join(parts))
+    return _summarise(rows, names)
+
+
+def _summarise(rows, names):
+    kinds = [r["kind"] for r in rows]
+    print(f"\nFrames: {len(rows)} ({kinds.count('smooth')} smooth ice, {kinds.count('spotty')} spotty ice, "
+          f"{kinds.count('no-ice')} no ice)")
+    summary = {"frames": [{"frame": r["frame"], "kind": r["kind"], "n_strong": r["n_strong"],
+                           **{f"{n}/{ice}": {k: r["scores"][(n, ice)][k] for k in ("recall", "precision", "f1")}
+                              for (n, ice) in r["scores"]}} for r in rows]}
+    for group in GROUPS:
+        sel = [r for r in rows if group == "all" or (r["kind"] == "spotty") == (group == "spotty ice only")]
+        if not sel:
+            continue
+        for ice in ICE_VARIANTS:
+            print(f"\nHeld-out Pilatus 6M frames, {group} ({len(sel)} frames), ice_rings={ice!r} (mean over frames):")
+            print(f"{'method':<12} {'recall(SNR>=5)':>15} {'precision':>10} {'F1':>7} {'mask IoU':>9} {'pred/frame':>11}")
+            for name in names:
+                rs = [r["scores"][(name, ice)] for r in sel if (name, ice) in r["scores"]]
+                if not rs:
+                    continue
+                rec = float(np.nanmean([r["recall"] for r in rs]))
+                prec = float(np.nanmean([r["precision"] for r in rs]))
+                f1 = float(np.nanmean([r["f1"] for r in rs]))
+                ious = [r["iou"] for r in rs if np.isfinite(r["iou"])]
+                iou = float(np.mean(ious)) if ious else float("nan")
+                npred = float(np.mean([r["n_predicted"] for r in rs]))
+                summary[f"{group}/{ice}/{name}"] = dict(recall=rec, precision=prec, f1=f1, iou=iou, n_frames=len(rs))
+                print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
     return summary
 
 
@@ -249,7 +303,10 @@ def peak_rss(img, pm, model) -> int:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--frames", type=int, default=3, help="held-out simulated Pilatus frames (default 3)")
+    p.add_argument("--frames", type=int, default=12,
+                   help="held-out simulated Pilatus frames with ice rings, smooth or spotty (default 12)")
+    p.add_argument("--no-ice-frames", type=int, default=4,
+                   help="further held-out Pilatus frames without ice (default 4)")
     p.add_argument("--model", default="default")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--parts", default="accuracy,real,speed", help="comma-separated subset of accuracy,real,speed")
@@ -260,7 +317,7 @@ def main(argv=None):
         parts.discard("speed")
     results = {}
     if "accuracy" in parts:
-        results["accuracy"] = accuracy(args.frames, args.model)
+        results["accuracy"] = accuracy(args.frames, args.model, args.no_ice_frames)
     if "real" in parts:
         results["real_adsc"] = real_adsc(args.model)
     if "speed" in parts:

@@ -29,6 +29,10 @@ def test_spots_json_matches_python_function(tmp_path, capsys):
     assert [round(s["x"], 6) for s in out] == [round(float(v), 6) for v in expected["x"]]
     assert [round(s["y"], 6) for s in out] == [round(float(v), 6) for v in expected["y"]]
     assert all(s["frame"] == 0 and s["d"] is None and s["size"] >= 3 for s in out)
+    assert all(s["ice_ring"] is False for s in out)  # no geometry: nothing flagged
+    # the fixed ice-ring filter needs the geometry, which a .npy file does not carry
+    assert main(["spots", str(path), "--ice-rings", "filter", "--json"]) == 1
+    assert "geometry" in capsys.readouterr().err
 
 
 def test_spots_all_frames_and_bad_frame(tmp_path, capsys):

@@ -213,11 +213,14 @@ def test_ice_ring_filter_drops_spots_on_ice_rings_only():
         for r in (r_ice, r_off):
             x, y = 200 + r * np.cos(ang), 200 + r * np.sin(ang)
             img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] += 200
-    plain = find_spots(img, geometry=geom)
-    filtered = find_spots(img, geometry=geom, filter_ice_rings=True)
+    plain = find_spots(img, geometry=geom, ice_rings="keep")
+    filtered = find_spots(img, geometry=geom, ice_rings="filter")
     assert plain.table.n_spots == 16 and filtered.table.n_spots == 8
     assert np.all(np.abs(filtered.table["d"] - 3.0) < 0.05)
+    assert not filtered.table["ice_ring"].any()
     assert filtered.labels.max() == 8 and set(np.unique(filtered.labels)) == set(range(9))
-    assert ice_ring_spots([3.897, 3.0, np.inf]).tolist() == [True, False, False]
+    assert ice_ring_spots([3.895, 3.0, np.inf]).tolist() == [True, False, False]
     with pytest.raises(ValueError, match="geometry"):
-        find_spots(img, filter_ice_rings=True)
+        find_spots(img, ice_rings="filter")
+    with pytest.raises(ValueError, match="ice_rings"):
+        find_spots(img, geometry=geom, ice_rings="drop")

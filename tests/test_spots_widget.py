@@ -50,8 +50,10 @@ def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
     assert expected.table.n_spots > 0 and str(expected.table.n_spots) in w._count.value
     assert "spots" in w._shells.value
     # the ice-ring option reaches find_spots
-    w._ice.value = True
-    assert w._options(True)["filter_ice_rings"] and not w._options(False)["filter_ice_rings"]
+    assert w._options(True)["ice_rings"] == "auto"
+    assert "ice_ring" in pts.features
+    w._ice.value = "filter"
+    assert w._options(True)["ice_rings"] == "filter" and w._options(False)["ice_rings"] == "keep"
 
 
 def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtbot):

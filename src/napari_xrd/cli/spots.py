@@ -30,8 +30,13 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="U-Net model name or card path (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (U-Net)")
-    p.add_argument("--filter-ice-rings", action="store_true",
-                   help="drop spots on hexagonal-ice rings (needs the geometry; DIALS filter.ice_rings)")
+    p.add_argument("--ice-rings", choices=["auto", "filter", "keep"], default="auto",
+                   help="spots on hexagonal-ice rings (needs the geometry): auto = drop those in ice shells that "
+                   "are crowded with spots on this frame (spotty ice), leave clean shells alone (default); "
+                   "filter = drop spots on every ice ring (DIALS filter.ice_rings); keep = drop none, flag them "
+                   "(JSON ice_ring)")
+    p.add_argument("--filter-ice-rings", dest="ice_rings", action="store_const", const="filter",
+                   help="same as --ice-rings filter")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -52,7 +57,8 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
     -------
     list of dict
         One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
-        ``background``, ``size``, ``peak``, ``d`` (None without geometry).
+        ``background``, ``size``, ``peak``, ``d`` (None without geometry),
+        ``ice_ring`` (in an ice-ring shell; see ``find_spots(ice_rings=...)``).
     """
     from napari_xrd.core.io import open_image
     from napari_xrd.core.progress import report
@@ -93,7 +99,7 @@ def run(args) -> int:
         model=args.model,
         threshold=args.threshold,
         device=args.device,
-        filter_ice_rings=args.filter_ice_rings,
+        ice_rings=args.ice_rings,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)

@@ -5,13 +5,13 @@ progress and one result per frame); results reach the layers only through
 the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
-one Points layer (centroids with features intensity, d, size, frame).
+one Points layer (centroids with features intensity, d, size, ice_ring, frame).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
 from napari_xrd.core.coords import dials_to_napari
 
@@ -89,8 +89,10 @@ class SpotsWidget(Container):
                                        tooltip="U-Net: probability threshold for spot pixels")
         self._model = ComboBox(label="model", choices=_model_choices, tooltip="U-Net model")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
-        self._ice = CheckBox(text="drop spots on ice rings", value=False,
-                             tooltip="needs the detector geometry (DIALS filter.ice_rings)")
+        self._ice = ComboBox(label="ice rings", choices=["auto", "filter", "keep"], value="auto",
+                             tooltip="needs the detector geometry. auto: drop spots in ice shells crowded with "
+                             "spots on this frame (spotty ice); filter: drop spots on every ice ring (DIALS "
+                             "filter.ice_rings); keep: drop none, flag them (feature ice_ring)")
         self._run = PushButton(text="Find spots")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
@@ -137,7 +139,7 @@ class SpotsWidget(Container):
         return [int(self._viewer.dims.current_step[0])]
 
     def _options(self, has_geometry: bool) -> dict:
-        common = {"filter_ice_rings": bool(self._ice.value) and has_geometry}
+        common = {"ice_rings": self._ice.value if has_geometry or self._ice.value != "filter" else "keep"}
         if self._method.value == "unet":
             return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value, **common}
         return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value),
@@ -237,7 +239,7 @@ class SpotsWidget(Container):
             labels.data[f] = lab
             labels.refresh()
         self._tables[(layer.name, f)] = table
-        coords, feats = [], {"intensity": [], "d": [], "size": [], "frame": []}
+        coords, feats = [], {"intensity": [], "d": [], "size": [], "ice_ring": [], "frame": []}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -248,6 +250,7 @@ class SpotsWidget(Container):
             feats["intensity"].append(t["intensity"])
             feats["d"].append(t["d"])
             feats["size"].append(t["size"])
+            feats["ice_ring"].append(np.asarray(t.get("ice_ring", np.zeros(len(t), bool)), bool))
             feats["frame"].append(np.full(len(t), fr))
         data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))
         points.data = data

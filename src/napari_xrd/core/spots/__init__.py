@@ -16,6 +16,7 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_xrd.core.spots.dispersion import DIALS_DEFAULTS, dispersion_threshold, label_spots
+from napari_xrd.core.spots.ice import ICE_RING_D, ICE_RING_MODES, contaminated_ice_shells, flag_ice_ring_spots, ice_ring_spots
 from napari_xrd.core.spots.table import SpotTable, spot_table
 
 __all__ = [
@@ -26,37 +27,14 @@ __all__ = [
     "label_spots",
     "spot_table",
     "ice_ring_spots",
+    "contaminated_ice_shells",
+    "flag_ice_ring_spots",
     "METHODS",
     "ICE_RING_D",
+    "ICE_RING_MODES",
 ]
 
 METHODS = ("dispersion", "unet")
-
-#: d-spacings (Å) of the strongest powder lines of hexagonal ice (Ih):
-#: (100), (002), (101), (102), (110), (103), (200), (112), (201), (202).
-ICE_RING_D = (3.897, 3.669, 3.441, 2.671, 2.249, 2.072, 1.948, 1.918, 1.883, 1.721)
-
-
-def ice_ring_spots(d_spacing, *, width: float = 0.002) -> np.ndarray:
-    """True for spots whose resolution lies on an ice ring.
-
-    Parameters
-    ----------
-    d_spacing : (n,) array_like
-        Spot resolutions, Å.
-    width : float
-        Full width of each ice ring in ``1/d²`` (Å⁻²), as ``dials.find_spots``'
-        ``filter.ice_rings.width``.
-
-    Returns
-    -------
-    on_ring : (n,) bool ndarray
-    """
-    d = np.asarray(d_spacing, dtype=float)
-    with np.errstate(divide="ignore"):
-        s2 = 1.0 / d**2
-    ice = 1.0 / np.asarray(ICE_RING_D) ** 2
-    return np.any(np.abs(s2[:, None] - ice[None, :]) < width / 2.0, axis=1)
 
 
 class SpotResult(NamedTuple):
@@ -104,7 +82,7 @@ def find_spots(
     threshold: float = 0.5,
     device="auto",
     batch_size: int | None = None,
-    filter_ice_rings: bool = False,
+    ice_rings: str = "auto",
     ice_ring_width: float = 0.002,
     progress=None,
     cancel=None,
@@ -133,21 +111,32 @@ def find_spots(
         "auto", "cpu" or "cuda" (U-Net only).
     batch_size : int, optional
         Tiles per forward pass (U-Net only).
-    filter_ice_rings : bool
-        Drop spots whose resolution lies on an ice ring (needs ``geometry``),
-        like ``dials.find_spots filter.ice_rings.filter=True``; ice grains
-        in spotty ice rings are sharp spots that neither finder can tell from
-        Bragg spots by their look alone.
+    ice_rings : {"auto", "filter", "keep"}
+        Spots on ice rings (needs ``geometry``; without it nothing is
+        flagged or dropped, except that "filter" raises).  "auto": drop the
+        spots in the ice-ring shells that are crowded with spots on this
+        frame (:func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`;
+        spotty ice rings), leave clean shells alone.  "filter": drop spots on
+        every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
+        filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
+        spots that "auto" would drop.  Ice grains in spotty rings are sharp
+        spots that neither finder can tell from Bragg spots by their look.
     ice_ring_width : float
-        Full width of an ice ring in ``1/d²`` (Å⁻²).
+        Full width of an ice ring in ``1/d²`` (Å⁻²) for "filter".
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
     Returns
     -------
     SpotResult
-        ``labels`` and ``table``.
+        ``labels`` and ``table``; the table has an ``ice_ring`` column
+        (bool) that marks spots in ice shells (all False for dropped modes,
+        whose flagged spots are gone).
     """
+    if ice_rings not in ICE_RING_MODES:
+        raise ValueError(f"unknown ice_rings {ice_rings!r}; use one of {', '.join(ICE_RING_MODES)}")
+    if ice_rings == "filter" and geometry is None:
+        raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
     if method == "dispersion":
         strong = dispersion_threshold(
@@ -180,10 +169,15 @@ def find_spots(
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
     table = spot_table(labels, image, geometry=geometry)
-    if filter_ice_rings:
-        if geometry is None:
-            raise ValueError("filter_ice_rings needs the detector geometry")
-        keep = ~ice_ring_spots(table["d"], width=ice_ring_width)
+    if geometry is None:
+        on_ice = np.zeros(len(table), dtype=bool)
+    else:
+        on_ice = flag_ice_ring_spots(
+            table["d"], mode=ice_rings, geometry=geometry, pixel_mask=pixel_mask, width=ice_ring_width
+        )
+    table["ice_ring"] = on_ice
+    if ice_rings != "keep" and on_ice.any():
+        keep = ~on_ice
         relabel = np.zeros(len(keep) + 1, dtype=np.int32)
         relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         labels = relabel[labels]

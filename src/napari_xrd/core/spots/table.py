@@ -16,6 +16,10 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
     Largest pixel value.
 ``d``
     Resolution (Å) at the centroid, NaN without a geometry.
+``ice_ring``
+    (added by :func:`~napari_xrd.core.spots.find_spots`) True where the spot
+    lies in an ice-ring shell: one found contaminated on this frame
+    (``ice_rings="auto"`` or ``"keep"``), or any ice shell (``"filter"``).
 """
 
 from __future__ import annotations
@@ -45,6 +49,8 @@ class SpotTable(dict):
             for k in COLUMNS:
                 v = self[k][i]
                 row[k] = int(v) if k == "size" else (None if not np.isfinite(v) else float(v))
+            if "ice_ring" in self:
+                row["ice_ring"] = bool(self["ice_ring"][i])
             out.append(row)
         return out
 

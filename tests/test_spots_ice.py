@@ -1,0 +1,97 @@
+"""Ice rings in spot lists: contaminated shells found per frame, and find_spots(ice_rings=...)."""
+
+import numpy as np
+import pytest
+
+from napari_xrd.core.geometry import DetectorGeometry
+from napari_xrd.core.spots import ICE_RING_D, contaminated_ice_shells, find_spots
+from napari_xrd.core.spots.ice import flag_ice_ring_spots, in_shells
+
+
+def _bragg_d(rng, n, s_max=0.6):
+    """Resolutions of ``n`` spots spread like Bragg spots on a flat detector (density ~ s in s)."""
+    s = s_max * np.sqrt(rng.uniform(0.01, 1.0, n))
+    return 1.0 / s
+
+
+def test_shell_found_only_where_grains_pile_up():
+    rng = np.random.default_rng(1)
+    bragg = _bragg_d(rng, 600)
+    line = 1.0 / ICE_RING_D[1]  # 3.669 Å
+    grains = 1.0 / (line + rng.normal(0, 0.002, 120))
+    shells = contaminated_ice_shells(np.concatenate([bragg, grains]))
+    assert shells.shape == (1, 2)
+    d_max, d_min = shells[0]
+    assert d_min < ICE_RING_D[1] < d_max
+    # the shell holds (nearly) all grains and is no wider than the cap
+    assert in_shells(grains, shells).mean() > 0.9
+    assert 1 / d_min - 1 / d_max <= 2 * 0.012 + 1e-9
+    # Bragg spots outside the shell are untouched
+    assert in_shells(bragg, shells).mean() < 0.06
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_shell_on_ice_free_spot_lists(seed):
+    rng = np.random.default_rng(seed)
+    for n in (30, 300, 3000):
+        assert contaminated_ice_shells(_bragg_d(rng, n)).shape == (0, 2)
+
+
+def test_shell_counts_pixels_per_resolution_bin_with_geometry():
+    # with the detector geometry, the expected count follows the valid pixels per shell
+    geom = DetectorGeometry(shape=(600, 600), pixel_size=0.172, distance=100.0, beam_center=(300.0, 300.0),
+                            wavelength=1.0)
+    rng = np.random.default_rng(3)
+    xy = rng.uniform(0, 600, (800, 2))
+    bragg = geom.resolution_at(xy[:, 0], xy[:, 1])
+    assert contaminated_ice_shells(bragg, geometry=geom).shape == (0, 2)
+    line = 1.0 / ICE_RING_D[0]
+    grains = 1.0 / (line + rng.normal(0, 0.0015, 60))
+    shells = contaminated_ice_shells(np.concatenate([bragg, grains]), geometry=geom)
+    assert shells.shape == (1, 2) and shells[0, 1] < ICE_RING_D[0] < shells[0, 0]
+
+
+def test_flag_modes():
+    rng = np.random.default_rng(4)
+    d = np.concatenate([_bragg_d(rng, 400), 1.0 / (1.0 / ICE_RING_D[0] + rng.normal(0, 0.001, 80))])
+    auto = flag_ice_ring_spots(d, mode="auto")
+    assert auto[400:].mean() > 0.9 and auto[:400].mean() < 0.05
+    assert np.array_equal(flag_ice_ring_spots(d, mode="keep"), auto)
+    fixed = flag_ice_ring_spots(d, mode="filter")
+    # the fixed DIALS filter also hits Bragg spots on the clean ice lines
+    assert fixed[:400].sum() > auto[:400].sum() - 1
+    with pytest.raises(ValueError, match="ice_rings"):
+        flag_ice_ring_spots(d, mode="off")
+
+
+def _spotty_ice_frame(seed=0):
+    """400 x 400 frame: 12 Bragg spots off the ice rings, 40 ice grains on the 3.895 Å ring."""
+    geom = DetectorGeometry(shape=(400, 400), pixel_size=0.172, distance=80.0, beam_center=(200.0, 200.0),
+                            wavelength=1.0)
+    rng = np.random.default_rng(seed)
+    img = rng.poisson(5.0, (400, 400)).astype(np.float32)
+    r_ice = geom.radius_px_for_d(ICE_RING_D[0])
+    spots = []
+    for ang in np.linspace(0, 2 * np.pi, 40, endpoint=False):
+        spots.append((200 + r_ice * np.cos(ang), 200 + r_ice * np.sin(ang)))
+    for k, ang in enumerate(np.linspace(0, 2 * np.pi, 12, endpoint=False)):
+        r = geom.radius_px_for_d(3.0 if k % 2 else 5.0)
+        spots.append((200 + r * np.cos(ang + 0.1), 200 + r * np.sin(ang + 0.1)))
+    for x, y in spots:
+        img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] += 200
+    return img, geom
+
+
+def test_find_spots_auto_drops_spotty_ring_keeps_bragg_spots():
+    img, geom = _spotty_ice_frame()
+    keep = find_spots(img, geometry=geom, ice_rings="keep")
+    auto = find_spots(img, geometry=geom, ice_rings="auto")
+    assert keep.table.n_spots == 52
+    assert keep.table["ice_ring"].sum() == 40
+    assert auto.table.n_spots == 12 and not auto.table["ice_ring"].any()
+    assert np.all(np.abs(auto.table["d"] - ICE_RING_D[0]) > 0.3)
+    assert auto.labels.max() == 12
+    # rows carry the flag for JSON
+    assert keep.table.rows()[0]["ice_ring"] in (True, False)
+    # without geometry nothing can be flagged
+    assert not find_spots(img, ice_rings="auto").table["ice_ring"].any()
