@@ -73,3 +73,14 @@ def test_train_spots_cli_writes_checkpoint_and_model(tmp_path, capsys):
     hist = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in hist] == [1, 2]
     del rng
+    # start from the weights of a trained model: recorded as the card's base
+    args3 = args[:]
+    args3[args3.index("--name") + 1] = "spots-cli-test-3"
+    args3[args3.index("--out") + 1] = str(tmp_path / "run3")
+    assert main(args3 + ["--init", str(tmp_path / "run" / "spots-cli-test.json")]) == 0
+    card3 = find_model(tmp_path / "run3" / "spots-cli-test-3.json")
+    assert card3.card["base"]["name"] == "spots-cli-test" and "--init" in card3.card["training_command"]
+    # an architecture that does not match the run's is refused, naming the model
+    assert main(args3[:args3.index("--channels") + 1] + ["4,8,16"] + args3[args3.index("--channels") + 2:]
+                + ["--init", str(tmp_path / "run" / "spots-cli-test.json")]) == 1
+    assert "architecture" in capsys.readouterr().err

@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    help="ship the last epoch's weights (default) or the epoch with the best validation F1 on crops")
     p.add_argument("--time-limit", type=float, default=None, metavar="S",
                    help="stop after S seconds of training (the learning-rate schedule follows time then)")
+    p.add_argument("--init", metavar="MODEL",
+                   help="start from the weights of this spots model (name, card path or 'default'; same "
+                        "architecture) instead of a random initialisation; recorded as the card's base")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_finetune_arguments(p)
     p.set_defaults(func=run)
@@ -52,7 +55,7 @@ def command_line(args) -> str:
     if args.val_data:
         parts += ["--val-data", *args.val_data]
     for opt in ("epochs", "device", "out", "save_to", "name", "batch_size", "crops_per_frame", "crop", "lr",
-                "weight_decay", "channels", "max_frames", "seed", "time_limit", "select", "resume"):
+                "weight_decay", "channels", "max_frames", "seed", "time_limit", "select", "resume", "init"):
         v = getattr(args, opt)
         if v is not None:
             parts += ["--" + opt.replace("_", "-"), str(v)]
@@ -106,6 +109,16 @@ def run(args) -> int:
         val_sets, val_idx, train_idx = train_sets, train_idx[-n_val:], train_idx[:-n_val]
     if args.max_frames:
         train_idx = train_idx[: args.max_frames]
+    initial_state, base = None, None
+    if args.init:
+        from napari_xrd.core.models.weights import load_model
+
+        init_net, init_card = load_model(args.init, task="spots", device="cpu")
+        if dict(init_card.card.get("config", {})) != dict(cfg.model):
+            raise ValueError(f"--init {args.init}: its architecture {init_card.card.get('config')} differs from "
+                             f"this run's {cfg.model} (set --channels to match)")
+        initial_state = init_net.state_dict()
+        base = {"name": init_card.name, "sha256": init_card.card.get("sha256")}
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     with tqdm_progress("train spots", disable=args.quiet or None) as bar:
         model, history = train_spot_model(
@@ -119,6 +132,7 @@ def run(args) -> int:
             log=log,
             time_limit=args.time_limit,
             select=args.select,
+            initial_state=initial_state,
         )
     if args.select == "best":
         best = max(history, key=lambda h: h.get("f1", 0)) if history else {}
@@ -138,7 +152,7 @@ def run(args) -> int:
         "metrics": {"held_out_crops": {k: best.get(k) for k in ("epoch", "iou", "recall", "precision", "f1")}},
         "history": history,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "base": None,
+        "base": base,
     }
     saved = save_model(model, card, args.save_to or args.out)
     print(json.dumps({"model": str(saved.weights_path), "card": str(saved.path), **card["metrics"]}))
