@@ -32,7 +32,7 @@ def test_ice_rings_on_tilted_detector_give_centre_and_tilt(pitch, yaw):
     true = small_geometry(pitch=pitch, yaw=yaw)
     img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=30, gaps=False, counts=200, seed=3)
     header = true.replace(beam_center=(300.0, 300.0), pitch=0.0, yaw=0.0)  # 13 px off, untilted
-    r = estimate_beam_center(img, geometry=header, pixel_mask=mask)
+    r = estimate_beam_center(img, geometry=header, pixel_mask=mask, method="rings")
     assert r.method == "rings"
     assert r.tilt_determined
     assert center_error(r, true) < 0.3
@@ -44,6 +44,41 @@ def test_ice_rings_on_tilted_detector_give_centre_and_tilt(pitch, yaw):
 
     for d in r.details["rings"]["d_spacing_A"]:
         assert min(abs(d - ice) for ice in ICE_D_SPACINGS) < 0.02
+
+
+@pytest.mark.parametrize("pitch,yaw", [(2.0, -1.5), (-2.5, 0.8)])
+def test_radial_fit_gives_centre_and_tilt_from_rings_and_background(pitch, yaw):
+    true = small_geometry(pitch=pitch, yaw=yaw)
+    img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=30, gaps=False, counts=200, seed=3)
+    header = true.replace(beam_center=(300.0, 300.0), pitch=0.0, yaw=0.0)
+    r = estimate_beam_center(img, geometry=header, pixel_mask=mask)
+    assert r.method == "radial" and r.tilt_determined
+    assert center_error(r, true) < 0.3
+    assert abs(r.pitch_deg - pitch) < 0.1 and abs(r.yaw_deg - yaw) < 0.1
+    assert r.details["radial"]["center_sigma_px"] < 0.3
+
+
+def test_radial_fit_on_a_smooth_halo_without_rings():
+    # air scatter only: no ring to trace, but the halo's slope pins the centre
+    true = small_geometry(pitch=1.0, yaw=-0.5)
+    tt = true.two_theta_map()
+    expected = 200 * np.exp(-np.degrees(tt) / 6.0) * true.solid_angle_map() + 5.0
+    img = np.random.default_rng(4).poisson(expected).astype(float)
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(330.0, 270.0), pitch=0.0, yaw=0.0))
+    assert r.method.startswith("radial")
+    assert center_error(r, true) < 0.5
+    assert r.uncertainty_px < 1.0
+
+
+def test_radial_fit_on_flat_frame_is_not_trusted():
+    from napari_xrd.core.beam_center.radial import fit_radial_background
+
+    true = small_geometry()
+    img = np.random.default_rng(5).poisson(30.0, true.shape).astype(float)
+    fit = fit_radial_background(img, geometry=true.replace(beam_center=(300.0, 300.0)))
+    assert not fit.center_sigma_px < 3.0  # nothing radial to fit: a large (or infinite) uncertainty
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(300.0, 300.0)))
+    assert not r.method.startswith("radial")
 
 
 def test_gaps_dead_pixels_and_beamstop_do_not_bias_the_ring_fit():
@@ -67,7 +102,7 @@ def test_single_ring_says_tilt_is_not_determined():
     tt = true.two_theta_map()
     rng = np.random.default_rng(2)
     img = rng.poisson(50 + 400 * np.exp(-0.5 * ((tt - 0.35) / 0.01) ** 2)).astype(float)
-    r = estimate_beam_center(img, geometry=true.replace(beam_center=(305.0, 295.0)))
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(305.0, 295.0)), method="rings")
     assert r.method.startswith("rings")
     assert not r.tilt_determined
     assert r.tilt_uncertainty_deg is None and r.pitch_deg == 0.0 and r.yaw_deg == 0.0

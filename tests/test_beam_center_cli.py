@@ -36,7 +36,7 @@ def test_cli_json_for_a_chosen_frame(tmp_path, capsys):
         assert key in out
     f, s = out["beam_center_px"]
     assert math.hypot(f - g1.beam_center[0], s - g1.beam_center[1]) < 0.5
-    assert out["frame"] == 1 and out["method"].startswith("rings")
+    assert out["frame"] == 1 and out["method"] == "radial" and out["tilt_determined"]
 
 
 def test_cli_text_output(tmp_path, capsys):
@@ -108,4 +108,5 @@ def test_real_adsc_frame(capsys):
     # the water ring's centre lies under the beamstop, whose shadow is centred
     # near (1200, 1150); the beam must hit the beamstop (radius ~60 px)
     assert math.hypot(f - 1200.0, s - 1150.0) < 60
-    assert out["method"].startswith("rings")
+    assert out["method"].startswith("radial")
+    assert out["uncertainty_px"] < 1.0

@@ -3,12 +3,17 @@
 One entry point, :func:`estimate_beam_center`, combines
 
 * a coarse start: the ResNet of :mod:`napari_xrd.core.models.resnet_center`
-  (when its weights and torch are there) or the whole-image symmetry search;
+  (when its weights and torch are there), and the header's centre;
+* :mod:`.radial`: the precise estimator, a fit of beam centre, pitch and yaw
+  that makes the whole background (air scatter, water and ice rings, the
+  halo around the beamstop) a function of 2θ once solid angle and
+  polarisation are divided out; sub-pixel, with the tilt and an uncertainty
+  from the curvature of its cost;
 * :mod:`.friedel`: the centre of point symmetry of the pattern (Friedel's
-  law), coarse-to-fine and sub-pixel, which works on spot-only and
-  flat-background frames;
-* :mod:`.rings`: a direct fit of beam centre, pitch and yaw to the rings
-  (water, ice, any powder), which gives the tilt and the most precise centre;
+  law) confirmed by spot pairs, and the beamstop's shadow, for frames whose
+  background carries no radial structure;
+* :mod:`.rings`: a fit of beam centre, pitch and yaw to traced rings
+  (``method="rings"``, and a fallback);
 * :mod:`.heuristic`: the seed-004 baseline, available as ``method="heuristic"``.
 
 The header's beam centre is never used as an answer, and only loosely as a
@@ -28,7 +33,7 @@ from napari_xrd.core.geometry import DetectorGeometry
 
 __all__ = ["BeamCenterResult", "estimate_beam_center", "METHODS"]
 
-METHODS = ("auto", "rings", "friedel", "resnet", "heuristic")
+METHODS = ("auto", "radial", "rings", "friedel", "resnet", "heuristic")
 
 #: robust z-score of the symmetry peak above which the pattern counts as centrosymmetric
 MIN_SYMMETRY_Z = 8.0
@@ -38,6 +43,12 @@ MIN_FRIEDEL_PAIRS = 8
 
 #: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it
 TILT_PRIOR_DEG = 1.0
+
+#: the radial fit answers when its centre is this sure (1-σ, pixels)
+RADIAL_MAX_SIGMA_PX = 1.5
+
+#: ... and reports the tilt as determined when pitch and yaw are this sure (1-σ, degrees)
+RADIAL_MAX_TILT_SIGMA_DEG = 0.3
 
 
 @dataclass
@@ -146,9 +157,16 @@ def _resnet(data, valid, *, model="default"):
     except WeightsError:
         return None
     size = int(card.card.get("config", {}).get("size", 128))
-    x = model_input(np.where(valid, data, -1), pixel_mask=(~valid).astype(np.uint32), size=size)
-    with torch.no_grad():
-        out = net(torch.from_numpy(x)[None, None]).numpy()[0]
+    x = model_input(data, valid=valid, size=size)
+    # one small image: a single thread is faster than waking a pool (and far
+    # faster when other work keeps the cores busy)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.inference_mode():
+            out = net(torch.from_numpy(x)[None, None]).numpy()[0]
+    finally:
+        torch.set_num_threads(threads)
     res = decode_outputs(out, data.shape)
     res["model"] = card.name
     return res
@@ -196,9 +214,12 @@ def estimate_beam_center(
         which affects the tilt's scale but not the centre.
     pixel_mask : (n_slow, n_fast) array_like, optional
         Non-zero where a pixel is not a measurement (gaps, dead, hot...).
-    method : {"auto", "rings", "friedel", "resnet", "heuristic"}
-        ``"auto"``: coarse start (ResNet if available), symmetry centre, then
-        ring fit when rings are present.  The others force one estimator.
+    method : {"auto", "radial", "rings", "friedel", "resnet", "heuristic"}
+        ``"auto"``: coarse start (ResNet if available), then the radial
+        background fit; when the background carries no radial structure
+        (flat or empty frames), the symmetry centre, Friedel pairs of spots,
+        ring tracing and the beamstop's shadow.  The others force one
+        estimator.
     model : str
         Beam-centre model name or path for the ResNet (``"default"``).
     fit_tilt : bool
@@ -267,10 +288,53 @@ def estimate_beam_center(
                        method="resnet", details=details)
     check_cancel(cancel)
 
-    report(progress, 1, 4, "symmetry centre")
-    t1 = time.perf_counter()
     shadow = _shadow(data, valid)
     valid_ns = valid & ~shadow
+    if method in ("auto", "radial"):
+        report(progress, 1, 4, "radial background fit")
+        from napari_xrd.core.beam_center.radial import fit_radial_background
+
+        t1 = time.perf_counter()
+        starts = []
+        if nn is not None and nn["center_sigma_px"] < 0.1 * max(data.shape):
+            starts.append(tuple(nn["beam_center_px"]))
+        rad = fit_radial_background(data, geometry=geometry, valid=valid_ns, fit_tilt=fit_tilt, starts=starts)
+        timings["radial_s"] = time.perf_counter() - t1
+        if rad is not None:
+            details["radial"] = {
+                "beam_center_px": list(rad.geometry.beam_center),
+                "pitch_deg": rad.geometry.pitch,
+                "yaw_deg": rad.geometry.yaw,
+                "center_sigma_px": rad.center_sigma_px,
+                "tilt_sigma_deg": rad.tilt_sigma_deg,
+                "contrast": rad.contrast,
+                "chi2": rad.chi2,
+                "blocks": rad.n_blocks,
+                "block_px": rad.factor,
+            }
+            ok = math.isfinite(rad.center_sigma_px) and rad.center_sigma_px <= RADIAL_MAX_SIGMA_PX
+            if ok or method == "radial":
+                tilt_ok = fit_tilt and math.isfinite(rad.tilt_sigma_deg) and (
+                    rad.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
+                )
+                unc = max(rad.center_sigma_px, 0.02)
+                timings["total_s"] = time.perf_counter() - t0
+                details["timings"] = timings
+                report(progress, 4, 4, "done")
+                return _result(
+                    rad.geometry,
+                    uncertainty=unc,
+                    tilt_sigma=rad.tilt_sigma_deg,
+                    tilt_ok=tilt_ok,
+                    method="radial" if tilt_ok else "radial (tilt not determined)",
+                    details=details,
+                )
+        elif method == "radial":
+            raise ValueError("too few valid pixels for the radial background fit")
+    check_cancel(cancel)
+
+    report(progress, 1, 4, "symmetry centre")
+    t1 = time.perf_counter()
     start = radius = None
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         start, radius = nn["beam_center_px"], max(30.0, 6 * nn["center_sigma_px"])

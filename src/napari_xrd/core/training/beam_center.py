@@ -255,15 +255,22 @@ def render_frame(
     return img, mask
 
 
-def model_input(image: np.ndarray, *, pixel_mask: np.ndarray | None = None, size: int = 128) -> np.ndarray:
+def model_input(
+    image: np.ndarray, *, pixel_mask: np.ndarray | None = None, size: int = 128, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Downsample a frame to the ResNet's input: ``(size, size)`` float32 log-normalised.
 
     Masked pixels are ignored in the block means; the result is
-    ``log1p`` of the block means scaled to its 99.5th percentile.
+    ``log1p`` of the block means scaled to its 99.5th percentile.  ``valid``
+    (bool, the frame's shape) may be given instead of ``pixel_mask`` when the
+    caller has already worked it out.
     """
     from napari_xrd.core.beam_center._common import block_mean
 
-    data, valid = block_mean(image, pixel_mask=pixel_mask, out_shape=(size, size))
+    if valid is not None:
+        data, valid = block_mean(np.asarray(image, dtype=np.float32), valid=valid, out_shape=(size, size))
+    else:
+        data, valid = block_mean(image, pixel_mask=pixel_mask, out_shape=(size, size))
     x = np.log1p(np.clip(data, 0, None))
     hi = np.percentile(x[valid], 99.5) if valid.any() else 1.0
     x = np.where(valid, x / max(hi, 1e-6), 0.0)
