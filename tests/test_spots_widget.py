@@ -116,3 +116,25 @@ def test_widget_unet_with_the_shipped_model(make_napari_viewer, qtbot):
     lab = viewer.layers["img spots"].data
     assert lab.max() > 0 and not lab[pm != 0].any()
     assert len(viewer.layers["img spot centres"].data) == lab.max()
+
+
+def test_widget_flags_spotty_ice_ring_spots(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+    from test_spots_ice import _spotty_ice_frame
+
+    viewer = make_napari_viewer()
+    img, geom = _spotty_ice_frame()
+    viewer.add_image(img, name="ice", metadata={"geometry": geom})
+    w = SpotsWidget(viewer)
+    w._ice.value = "keep"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "ice spot centres" in viewer.layers, timeout=20000)
+    pts = viewer.layers["ice spot centres"]
+    ice = np.asarray(pts.features["ice_ring"], bool)
+    assert len(pts.data) == 52 and ice.sum() == 40 and "40 on ice rings" in w._count.value
+    np.testing.assert_allclose(pts.border_color[ice][:, :3], [[0, 1, 1]] * 40)
+    np.testing.assert_allclose(pts.border_color[~ice][:, :3], [[1, 1, 0]] * 12)
+    # "auto" drops them
+    w._ice.value = "auto"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and len(viewer.layers["ice spot centres"].data) == 12, timeout=20000)

@@ -255,6 +255,12 @@ class SpotsWidget(Container):
         data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))
         points.data = data
         points.features = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in feats.items()}
+        if len(data):  # spots flagged as ice grains (ice rings "keep") in cyan, the others in yellow
+            colours = np.tile(np.array([1.0, 1.0, 0.0, 1.0]), (len(data), 1))
+            colours[np.asarray(points.features["ice_ring"], bool)] = (0.0, 1.0, 1.0, 1.0)
+            points.border_color = colours
         self._progress.value = r["done"]
-        self._count.value = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
+        n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
+        self._count.value = (f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
+                             + (f"; {n_ice} on ice rings (cyan)" if n_ice else ""))
         self._shells.value = _format_shells(shell_table(table["d"]))

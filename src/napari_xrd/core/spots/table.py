@@ -79,7 +79,7 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
         Rows ordered by label; labels with no pixels are skipped.
     """
     labels = np.asarray(labels)
-    image = np.asarray(image, dtype=np.float64)
+    image = np.asarray(image)  # no full-frame float64 copy: only spot pixels are converted
     if labels.shape != image.shape:
         raise ValueError(f"labels shape {labels.shape} does not match image shape {image.shape}")
     sel = labels > 0
@@ -88,7 +88,7 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
     if lab.size == 0:
         return empty
     slow_i, fast_i = np.nonzero(sel)
-    val = image[sel]
+    val = image[sel].astype(np.float64)
     n = int(lab.max()) + 1
     size = np.bincount(lab, minlength=n)
     present = np.flatnonzero(size)
