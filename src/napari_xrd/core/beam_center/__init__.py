@@ -44,8 +44,15 @@ MIN_FRIEDEL_PAIRS = 8
 #: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it
 TILT_PRIOR_DEG = 1.0
 
+#: how far a beamstop may sit from the beam (mm, 1-σ): its centre's uncertainty as a beam centre
+BEAMSTOP_ALIGNMENT_MM = 0.2
+
 #: the radial fit answers when its centre is this sure (1-σ, pixels)
 RADIAL_MAX_SIGMA_PX = 1.5
+
+#: ... and its model explains this fraction of the binned image's variance
+#: (a flat frame has nothing radial: its noise alone can look like a minimum)
+RADIAL_MIN_CONTRAST = 0.2
 
 #: ... and reports the tilt as determined when pitch and yaw are this sure (1-σ, degrees)
 RADIAL_MAX_TILT_SIGMA_DEG = 0.3
@@ -241,9 +248,9 @@ def estimate_beam_center(
     True
     """
     from napari_xrd.core.beam_center._common import check_image
+    from napari_xrd.core.beam_center.beamstop import find_beamstop
     from napari_xrd.core.beam_center.friedel import (
         _shadow,
-        beamstop_center,
         centrosymmetry_center,
         find_peaks_2d,
         friedel_pairs,
@@ -290,6 +297,7 @@ def estimate_beam_center(
 
     shadow = _shadow(data, valid)
     valid_ns = valid & ~shadow
+    rad = None
     if method in ("auto", "radial"):
         report(progress, 1, 4, "radial background fit")
         from napari_xrd.core.beam_center.radial import fit_radial_background
@@ -312,7 +320,11 @@ def estimate_beam_center(
                 "blocks": rad.n_blocks,
                 "block_px": rad.factor,
             }
-            ok = math.isfinite(rad.center_sigma_px) and rad.center_sigma_px <= RADIAL_MAX_SIGMA_PX
+            ok = (
+                math.isfinite(rad.center_sigma_px)
+                and rad.center_sigma_px <= RADIAL_MAX_SIGMA_PX
+                and rad.contrast >= RADIAL_MIN_CONTRAST
+            )
             if ok or method == "radial":
                 tilt_ok = fit_tilt and math.isfinite(rad.tilt_sigma_deg) and (
                     rad.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
@@ -349,9 +361,13 @@ def estimate_beam_center(
     details["friedel"].update(pairs)
     spot_pairs = pairs["n_pairs"] >= MIN_FRIEDEL_PAIRS
     symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z or spot_pairs
-    bs = beamstop_center(data, valid, shadow=shadow)
+    if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
+        near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
+    else:
+        near, reach = geometry.beam_center, 0.25 * max(data.shape)
+    bs = find_beamstop(data, valid, pixel_size=geometry.pixel_size, near=near, search_radius_px=reach)
     if bs is not None:
-        details["beamstop"] = {"beam_center_px": list(bs[0]), "radius_px": bs[1]}
+        details["beamstop"] = bs
     # where the ring search starts: the symmetry centre if the pattern is
     # clearly symmetric, else the network's guess (the beamstop's position is
     # reported in the details only: arms, dead patches and pedestals make it
@@ -369,7 +385,7 @@ def estimate_beam_center(
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
         # rings must lie outside the beamstop's shadow (its edge looks like one)
-        r_min = 2.0 * bs[1] if bs is not None else 0.0
+        r_min = 2.0 * bs["radius_px"] if bs is not None else 0.0
         r_min = max(r_min, 0.03 * max(data.shape))
         min_tt = math.atan(r_min * geometry.pixel_size / geometry.distance)
         fit = refine_with_rings(
@@ -421,20 +437,27 @@ def estimate_beam_center(
     if spot_pairs:
         return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None,
                        tilt_ok=False, method="friedel", details=details)
-    if symmetric or method == "friedel":
-        # symmetric diffuse scatter without spot pairs: tens of pixels at best
+    if bs is not None:
+        # the beamstop sits on the beam to within its alignment
+        unc = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        return _result(geometry.replace(beam_center=tuple(bs["beam_center_px"])), uncertainty=unc, tilt_sigma=None,
+                       tilt_ok=False, method="beamstop", details=details)
+    if method == "friedel":
         unc = max(sd["uncertainty_px"], 0.02 * max(data.shape))
         return _result(geometry.replace(beam_center=sym), uncertainty=unc, tilt_sigma=None,
                        tilt_ok=False, method="friedel (diffuse scatter only)", details=details)
+    # nothing pins the centre well: the surest of the weak answers, with an
+    # honest uncertainty
+    weak = []
+    if symmetric:
+        weak.append((sym, max(sd["uncertainty_px"], 0.02 * max(data.shape)), "friedel (diffuse scatter only)"))
+    else:
+        weak.append((sym, max(sd["uncertainty_px"], 0.05 * max(data.shape)), "friedel (weak)"))
     if nn is not None:
-        d = math.hypot(sym[0] - nn["beam_center_px"][0], sym[1] - nn["beam_center_px"][1])
-        if d <= 3 * nn["center_sigma_px"]:
-            # a weak symmetry peak that the network's coarse guess agrees with
-            unc = max(sd["uncertainty_px"], min(0.02 * max(data.shape), nn["center_sigma_px"]))
-            return _result(geometry.replace(beam_center=sym), uncertainty=unc, tilt_sigma=None, tilt_ok=False,
-                           method="friedel (weak; network agrees)", details=details)
-        g = geometry.replace(beam_center=nn["beam_center_px"])
-        return _result(g, uncertainty=nn["center_sigma_px"], tilt_sigma=None, tilt_ok=False,
-                       method="resnet (no rings, pattern not clearly centrosymmetric)", details=details)
-    return _result(geometry.replace(beam_center=sym), uncertainty=max(sd["uncertainty_px"], 0.05 * max(data.shape)),
-                   tilt_sigma=None, tilt_ok=False, method="friedel (weak)", details=details)
+        weak.append((tuple(nn["beam_center_px"]), nn["center_sigma_px"], "resnet (no rings, no beamstop, no pairs)"))
+    if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST:
+        # a flat background constrains the radial fit only along a centre-tilt valley
+        weak.append((tuple(rad.geometry.beam_center), max(3.0 * rad.center_sigma_px, 5.0), "radial (weak)"))
+    c, unc, name = min(weak, key=lambda w: w[1])
+    return _result(geometry.replace(beam_center=tuple(c)), uncertainty=unc, tilt_sigma=None, tilt_ok=False,
+                   method=name, details=details)

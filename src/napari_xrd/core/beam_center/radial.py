@@ -101,6 +101,8 @@ class _Model:
         self.pol = (0.0, 0.0)
         self.n_bins = 2
         self.tt_max = 1.0
+        self.delta = 1.0
+        self.t0 = 0.0
         self.jac = None
 
     def angles(self, p):
@@ -123,18 +125,29 @@ class _Model:
         omega = dperp**3 / (dist2 * np.sqrt(dist2))
         return tt, c2, sn2, omega
 
-    def set_range(self, p, factor_scale=1.0):
+    def set_range(self, p, inner_blocks: float = 2.0):
+        """Radial bins one block wide, except near the beam where they widen.
+
+        The bin coordinate is ``(sqrt(2θ² + t0²) - t0) / Δ`` (``Δ`` the
+        angular size of a block, ``t0 = inner_blocks · Δ``): linear far out,
+        equal-area near the centre, so that no bin holds only a handful of
+        blocks, where a free profile value would fit their noise.
+        """
         tt = self.angles(p)[0]
+        self.delta = self.geometry.pixel_size * self.factor / self.geometry.distance
+        self.t0 = inner_blocks * self.delta
         self.tt_max = float(tt.max()) * 1.15 + 1e-3
-        pix_rad = self.geometry.pixel_size * self.factor / self.geometry.distance
-        self.n_bins = int(np.clip(self.tt_max / (pix_rad * factor_scale), 16, 4096))
+        self.n_bins = int(np.clip(self._x(self.tt_max) + 2, 16, 8192))
+
+    def _x(self, tt):
+        return (np.sqrt(tt * tt + self.t0 * self.t0) - self.t0) / self.delta
 
     def residuals(self, p, *, fit_polarisation=False, all_blocks=False):
         """Normalised residuals (data - model) / σ of the kept blocks (all with ``all_blocks``)."""
         tt, c2, sn2, omega = self.angles(p)
         n = self.n_bins
         k = self.keep
-        x = np.clip(tt * ((n - 1) / self.tt_max), 0, n - 1 - 1e-9)
+        x = np.clip(self._x(tt), 0, n - 1 - 1e-9)
         i0 = x.astype(np.int64)
         fr = x - i0
         y, w = self.mean, self.w
@@ -305,7 +318,7 @@ def fit_radial_background(
     Notes
     -----
     The uncertainty comes from the curvature of the cost (a finite-difference
-    Hessian with steps of about a block and 0.1°), not from the local
+    Hessian with steps of a coarse block and 0.1°), not from the local
     Jacobian: on a smooth halo, centre and tilt trade off along a shallow
     valley that the Jacobian of the piecewise-linear binned model hides.
     """
@@ -347,7 +360,10 @@ def fit_radial_background(
         # the coarse profile's slope, looked up at the small blocks' 2θ
         n = coarse.n_bins
         grad = np.abs(np.gradient(coarse.profile))
-        slope = np.interp(model.angles(p)[0] * ((n - 1) / coarse.tt_max), np.arange(n), grad)
+        tt_f = model.angles(p)[0]
+        # |df/d2θ| = |df/dx| · dx/d2θ, x being the coarse model's bin coordinate
+        dxdt = tt_f / np.sqrt(tt_f**2 + coarse.t0**2) / coarse.delta
+        slope = np.interp(coarse._x(tt_f), np.arange(n), grad) * dxdt
         sel = slope >= np.quantile(slope, 1.0 - sharp_fraction)
         for name in ("counts", "mean", "fast", "slow", "var", "w"):
             setattr(model, name, getattr(model, name)[sel])
@@ -371,7 +387,7 @@ def fit_radial_background(
         first.pol = model.pol
         c0 = first.residuals(p, fit_polarisation=True)
         chi2_first = float(c0 @ c0) / max(c0.size - first.n_bins, 1)
-        steps = np.array([first.factor / 2.0, first.factor / 2.0, 0.1, 0.1])[free]
+        steps = np.array([first.factor, first.factor, 0.1, 0.1], float)[free]
 
         def cost(q):
             pp = p.copy()

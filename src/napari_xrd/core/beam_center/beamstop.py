@@ -1,0 +1,223 @@
+"""The beamstop's shadow: where the direct beam is stopped, hence near the beam centre.
+
+A frame with a flat background and no rings (a still on a clean sample in
+vacuum, a spot-only image) holds little else that points at the beam: the
+beamstop's disc is then the best evidence.  It sits on the beam to within its
+alignment (typically 0.1–0.2 mm), so its centre is a beam-centre estimate
+with that uncertainty.
+
+:func:`find_beamstop` finds the darkest round shadow on ~0.3 mm blocks
+(photon-significant darkness, gaps and masked pixels left out, never taken
+for shadow), takes the deepest point of the largest one (its arm is narrower
+than the disc, so it does not attract it), and refines the disc's centre on
+full-resolution pixels by fitting a circle to its edge, leaving out the
+direction of the arm.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = ["find_beamstop"]
+
+
+def _masked_blur(values, weights, sigma):
+    from scipy.ndimage import gaussian_filter
+
+    num = gaussian_filter(values * weights, sigma, mode="nearest", truncate=2.5)
+    den = gaussian_filter(weights, sigma, mode="nearest", truncate=2.5)
+    return np.where(den > 0.05, num / np.maximum(den, 1e-6), np.nan)
+
+
+def _block_sum(data, valid, factor):
+    n_slow, n_fast = data.shape
+    h, w = n_slow // factor, n_fast // factor
+    d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
+    s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
+    n = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3)).astype(np.float64)
+    return s, n
+
+
+def _dark_blocks(data, valid, factor):
+    s, n = _block_sum(data, valid, factor)
+    ok = n >= 0.5 * factor * factor
+    mean = np.where(ok, s / np.maximum(n, 1), 0.0)
+    # the local level on 4x coarser blocks, twice: the second time without the
+    # darkest blocks, so a large beamstop does not pull its surroundings down
+    h, w = mean.shape
+    h4, w4 = h // 4, w // 4
+
+    def level_from(use):
+        ss = np.where(use, s, 0.0)[: h4 * 4, : w4 * 4].reshape(h4, 4, w4, 4).sum(axis=(1, 3))
+        nn = np.where(use, n, 0.0)[: h4 * 4, : w4 * 4].reshape(h4, 4, w4, 4).sum(axis=(1, 3))
+        coarse = _masked_blur(np.where(nn > 0, ss / np.maximum(nn, 1), 0.0), (nn > 0).astype(float), 3.0)
+        full = np.repeat(np.repeat(coarse, 4, axis=0), 4, axis=1)
+        full = np.pad(full, ((0, h - full.shape[0]), (0, w - full.shape[1])), mode="edge")
+        return np.where(np.isfinite(full), full, 0.0)
+
+    level = level_from(ok)
+    dark = ok & (mean < 0.35 * level)
+    level = level_from(ok & ~dark)
+    significant = (level - mean) > 5.0 * np.sqrt(np.maximum(level, 1e-9) / np.maximum(n, 1))
+    return ok & (mean < 0.3 * level) & significant, level
+
+
+def _edge_points(data, valid, center, radius, level, arm_angle):
+    """Sub-pixel points where the shadow's edge crosses half the level, on rays out of ``center``."""
+    from scipy.ndimage import map_coordinates
+
+    angles = np.radians(np.arange(0.0, 360.0, 4.0))
+    if arm_angle is not None:
+        d = np.angle(np.exp(1j * (angles - arm_angle)))
+        angles = angles[np.abs(d) > math.radians(35.0)]
+    r = np.linspace(0.3 * radius, 1.8 * radius + 3.0, 60)
+    fx = center[0] + np.cos(angles)[:, None] * r[None, :]
+    fy = center[1] + np.sin(angles)[:, None] * r[None, :]
+    img = np.where(valid, data, np.nan).astype(np.float64)
+    # a light blur against photon noise; NaN (masked) spreads and removes its rays
+    from scipy.ndimage import uniform_filter
+
+    sm = uniform_filter(np.nan_to_num(img, nan=0.0), 3)
+    bad = uniform_filter((~valid).astype(np.float64), 3) > 0
+    sm[bad] = np.nan
+    prof = map_coordinates(sm, [fy - 0.5, fx - 0.5], order=1, mode="constant", cval=np.nan)
+    half = 0.5 * level
+    pts = []
+    for k in range(len(angles)):
+        p = prof[k]
+        if not np.all(np.isfinite(p)):
+            continue
+        above = np.nonzero(p > half)[0]
+        if above.size == 0 or above[0] == 0:
+            continue
+        j = above[0]
+        t = (half - p[j - 1]) / max(p[j] - p[j - 1], 1e-9)
+        rr = r[j - 1] + t * (r[j] - r[j - 1])
+        pts.append((center[0] + rr * math.cos(angles[k]), center[1] + rr * math.sin(angles[k])))
+    return np.asarray(pts, float).reshape(-1, 2)
+
+
+def _fit_circle(pts):
+    """Algebraic (Kåsa) circle fit with one round of outlier rejection; ((fast, slow), radius, rms)."""
+    keep = np.ones(len(pts), bool)
+    c = r = None
+    res = np.zeros(len(pts))
+    for _ in range(2):
+        x, y = pts[keep, 0], pts[keep, 1]
+        a = np.column_stack([x, y, np.ones_like(x)])
+        b = x * x + y * y
+        sol, *_ = np.linalg.lstsq(a, b, rcond=None)
+        c = (sol[0] / 2, sol[1] / 2)
+        r = math.sqrt(max(sol[2] + c[0] ** 2 + c[1] ** 2, 0.0))
+        res = np.hypot(pts[:, 0] - c[0], pts[:, 1] - c[1]) - r
+        mad = 1.4826 * np.median(np.abs(res[keep])) + 0.1
+        keep = np.abs(res) < 3 * mad
+        if keep.sum() < 8:
+            break
+    rms = float(np.sqrt(np.mean(res[keep] ** 2))) if keep.any() else float("inf")
+    return c, r, rms, int(keep.sum())
+
+
+def find_beamstop(
+    image, valid, *, pixel_size: float | None = None, near=None, search_radius_px: float | None = None
+) -> dict | None:
+    """Find the beamstop's round shadow.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) ndarray
+        One frame, counts.
+    valid : (n_slow, n_fast) bool ndarray
+        Measured pixels (gaps and masked pixels False).
+    pixel_size : float, optional
+        mm; sets the block size (~0.3 mm, larger on very weak frames so a
+        block holds enough photons to tell shadow from noise).
+    near : (fast, slow), optional
+        Only shadows whose centre lies within ``search_radius_px`` of this
+        point count (dead modules and cold patches elsewhere are dark too).
+    search_radius_px : float, optional
+        Default: a quarter of the detector's larger side.
+
+    Returns
+    -------
+    dict or None
+        ``beam_center_px`` (fast, slow) of the disc's centre (corner
+        convention), ``radius_px``, ``arm_angle_deg`` (direction of the arm
+        from the disc, ``atan2(slow, fast)``; None if none is seen),
+        ``edge_points`` and ``edge_rms_px`` of the circle fit.  None when no
+        round, photon-significant shadow is found.
+    """
+    from scipy import ndimage
+
+    data = np.asarray(image, dtype=np.float32)
+    valid = np.asarray(valid, bool)
+    factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
+    typical = float(np.median(data[valid][:: max(1, int(valid.sum()) // 200000)])) if valid.any() else 0.0
+    if typical > 0:
+        factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
+    dark, level = _dark_blocks(data, valid, factor)
+    if not dark.any():
+        return None
+    lab, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
+    depth = ndimage.distance_transform_edt(dark)
+    idx = np.arange(1, n + 1)
+    deepest = np.asarray(ndimage.maximum(depth, lab, idx), float)
+    where = ndimage.maximum_position(depth, lab, idx)
+    h, w = dark.shape
+    if search_radius_px is None:
+        search_radius_px = 0.25 * max(data.shape)
+    order = np.argsort(-deepest)
+    for o in order[:5]:
+        r_blocks = float(deepest[o])
+        if r_blocks < 1.5:
+            break
+        i, j = where[o]
+        if min(i, j, h - 1 - i, w - 1 - j) < r_blocks + 1:
+            continue  # a dark border, not a beamstop
+        center = ((j + 0.5) * factor, (i + 0.5) * factor)
+        if near is not None and math.hypot(center[0] - near[0], center[1] - near[1]) > search_radius_px:
+            continue
+        found = _refine(data, valid, lab == idx[o], (i, j), r_blocks, factor, float(level[i, j]))
+        if found is not None:
+            return found
+    return None
+
+
+def _refine(data, valid, component, ij, r_blocks, factor, level):
+    """Arm direction and a circle fitted to the disc's edge; None if the shadow is not a clean disc."""
+    i, j = ij
+    radius = r_blocks * factor
+    rr, cc = np.nonzero(component)
+    dist = np.hypot(rr - i, cc - j)
+    ring = (dist > 1.6 * r_blocks) & (dist < 3.0 * r_blocks + 2)
+    arm_angle = None
+    if ring.sum() >= 2:
+        ang = np.arctan2(rr[ring] - i, cc[ring] - j)
+        arm_angle = math.atan2(float(np.mean(np.sin(ang))), float(np.mean(np.cos(ang))))
+    c, rad = ((j + 0.5) * factor, (i + 0.5) * factor), radius
+    # work on a window around the disc
+    half = int(2.5 * radius + 12)
+    r0, c0 = max(0, int(c[1]) - half), max(0, int(c[0]) - half)
+    win = (slice(r0, int(c[1]) + half), slice(c0, int(c[0]) + half))
+    data, valid = data[win], valid[win]
+    c = (c[0] - c0, c[1] - r0)
+    rms, n_pts = float("inf"), 0
+    for _ in range(2):
+        pts = _edge_points(data, valid, c, max(rad, 2.0), level, arm_angle)
+        if len(pts) < 24:
+            return None
+        c_new, rad_new, rms, n_pts = _fit_circle(pts)
+        if not (0.5 * radius < rad_new < 2.0 * radius + 3) or n_pts < 24:
+            return None
+        c, rad = c_new, rad_new
+    if rms > max(1.0, 0.1 * rad):
+        return None
+    return {
+        "beam_center_px": [float(c[0] + c0), float(c[1] + r0)],
+        "radius_px": float(rad),
+        "arm_angle_deg": None if arm_angle is None else math.degrees(arm_angle),
+        "edge_points": int(n_pts),
+        "edge_rms_px": float(rms),
+    }
