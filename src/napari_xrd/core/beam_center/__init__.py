@@ -381,7 +381,9 @@ def estimate_beam_center(
     check_cancel(cancel)
 
     fit = None
-    if method in ("auto", "rings"):
+    # rings are radial structure: when the radial fit found none, there are none to trace
+    no_radial = rad is not None and rad.contrast < RADIAL_MIN_CONTRAST
+    if method == "rings" or (method == "auto" and not no_radial):
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
         # rings must lie outside the beamstop's shadow (its edge looks like one)

@@ -80,11 +80,28 @@ def _block_sums(data, valid, factor):
     return s, c
 
 
+class _Sums:
+    """Block sums of counts and valid pixels at a base factor, aggregated to its multiples on demand."""
+
+    def __init__(self, data, valid, base: int):
+        self.base = base
+        self.s, self.c = _block_sums(data, valid, base)
+
+    def at(self, factor: int):
+        k = factor // self.base
+        if k <= 1:
+            return self.s, self.c
+        h, w = self.s.shape[0] // k, self.s.shape[1] // k
+        s = self.s[: h * k, : w * k].reshape(h, k, w, k).sum(axis=(1, 3))
+        c = self.c[: h * k, : w * k].reshape(h, k, w, k).sum(axis=(1, 3))
+        return s, c
+
+
 class _Model:
     """Binned data and the model evaluation for one parameter vector."""
 
-    def __init__(self, data, valid, geometry: DetectorGeometry, factor: int):
-        s, c = _block_sums(data, valid, factor)
+    def __init__(self, sums, geometry: DetectorGeometry, factor: int):
+        s, c = sums.at(factor)
         full = c >= 0.75 * factor * factor
         rows, cols = np.nonzero(full)
         self.counts = c[rows, cols].astype(np.float64)
@@ -329,10 +346,19 @@ def fit_radial_background(
     free = np.array([True, True, fit_tilt, fit_tilt])
     first = None
     model = None
+    base = max(1, int(round(max(data.shape) / sharp_blocks_across))) if sharp_blocks_across else 1
+    if not sharp_blocks_across:
+        base = max(1, int(round(max(data.shape) / max(blocks_across))))
+    sums = _Sums(data, valid, base)
+
+    def stage_factor(across):
+        # a multiple of the base factor, so the sums are aggregated, not recomputed
+        return base * max(1, int(round(max(data.shape) / across / base)))
+
     candidates = [p.copy()] + [np.array([c[0], c[1], geometry.pitch, geometry.yaw], float) for c in (starts or [])]
     for stage, across in enumerate(blocks_across):
-        factor = max(1, int(round(max(data.shape) / across)))
-        model = _Model(data, valid, geometry, factor)
+        factor = stage_factor(across)
+        model = _Model(sums, geometry, factor)
         if model.mean.size < 200:
             return None
         model.set_range(p)
@@ -354,8 +380,8 @@ def fit_radial_background(
         # sharp rings the blocks cannot resolve: a last pass on small blocks,
         # only where the profile is steep (they hold the information)
         coarse = model
-        factor = max(1, int(round(max(data.shape) / sharp_blocks_across)))
-        model = _Model(data, valid, geometry, factor)
+        factor = base
+        model = _Model(sums, geometry, factor)
         model.pol = coarse.pol
         # the coarse profile's slope, looked up at the small blocks' 2θ
         n = coarse.n_bins
@@ -369,7 +395,7 @@ def fit_radial_background(
             setattr(model, name, getattr(model, name)[sel])
         model.keep = np.ones(model.mean.size, bool)
         model.set_range(p)
-        p = _fit_stage(model, p, free, clip_sigma, max_iter, rounds=1)
+        p = _fit_stage(model, p, free, clip_sigma, max(2, max_iter // 2), rounds=1)
         model.residuals(p, fit_polarisation=True)
         res = model.residuals(p)
     dof = max(res.size - int(free.sum()) - model.n_bins - 2, 1)
