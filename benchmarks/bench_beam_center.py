@@ -79,7 +79,7 @@ def pyfai_refine(image, mask, header: DetectorGeometry, d_spacings=ICE_D_SPACING
     px = header.pixel_size * 1e-3
     det = pyFAI.detectors.Detector(pixel1=px, pixel2=px, max_shape=header.shape)
     det.mask = (mask != 0).astype(np.int8)
-    cal = Calibrant(dSpacing=list(d_spacings), wavelength=header.wavelength * 1e-10)
+    cal = Calibrant(dspacing=list(d_spacings), wavelength=header.wavelength * 1e-10)
     geo = Geometry(dist=header.distance * 1e-3, poni1=header.beam_center[1] * px, poni2=header.beam_center[0] * px,
                    detector=det, wavelength=header.wavelength * 1e-10)
     sg = SingleGeometry("frame", image=np.where(mask != 0, 0, image).astype(np.float32), calibrant=cal,
@@ -153,10 +153,10 @@ def main(argv=None):
                     pf = f"failed: {type(exc).__name__}: {str(exc)[:40]}"
                 results["pyfai"].append({"label": label, "det": det, "center_err": pe, "tilt_err": pte,
                                          "seconds": time.perf_counter() - t0})
-                # the same refinement started from our symmetry centre instead of the header's
+                # the same refinement started from our estimate instead of the header's
                 t0 = time.perf_counter()
                 try:
-                    start = header.replace(beam_center=tuple(r.details["friedel"]["beam_center_px"]))
+                    start = header.replace(beam_center=tuple(r.beam_center_px))
                     pfc, pft = pyfai_refine(img, mask, start)
                     pe2 = math.hypot(pfc[0] - true.beam_center[0], pfc[1] - true.beam_center[1])
                     pte2 = abs(pft - true.tilt_deg)
@@ -188,7 +188,7 @@ def main(argv=None):
         print(f"  pyFAI ran on {len(results['pyfai'])} ice frames, {len(results['pyfai']) - len(ok)} failed")
         summarise("pyFAI refine3 (ice calibrant), ice", ok)
         ok2 = [r for r in results["pyfai_ours_start"] if np.isfinite(r["center_err"])]
-        summarise("pyFAI started from our Friedel centre", ok2)
+        summarise("pyFAI started from our estimate", ok2)
 
     if REAL.exists():
         from napari_xrd.core.io import open_image

@@ -41,6 +41,11 @@ MIN_SYMMETRY_Z = 8.0
 #: spot pairs about the symmetry centre that confirm it
 MIN_FRIEDEL_PAIRS = 8
 
+#: ... and the fraction of the spots they must make up: a still's spots are
+#: nearly symmetric about where a zone axis meets the detector, which is not
+#: the beam centre, and a few pairs about such a point are common
+MIN_FRIEDEL_FRACTION = 0.1
+
 #: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it
 TILT_PRIOR_DEG = 1.0
 
@@ -359,7 +364,7 @@ def estimate_beam_center(
     peaks = find_peaks_2d(data, valid_ns)
     _, pairs = friedel_pairs(peaks, sym)
     details["friedel"].update(pairs)
-    spot_pairs = pairs["n_pairs"] >= MIN_FRIEDEL_PAIRS
+    spot_pairs = pairs["n_pairs"] >= max(MIN_FRIEDEL_PAIRS, MIN_FRIEDEL_FRACTION * pairs["n_spots"])
     symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z or spot_pairs
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)

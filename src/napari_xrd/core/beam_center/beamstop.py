@@ -22,6 +22,10 @@ import numpy as np
 
 __all__ = ["find_beamstop"]
 
+#: rays (every 4°) on which the disc's edge must be seen for a circle fit: a
+#: quarter of the circle, so a disc half hidden by a module gap still counts
+MIN_EDGE_POINTS = 20
+
 
 def _masked_blur(values, weights, sigma):
     from scipy.ndimage import gaussian_filter
@@ -87,8 +91,9 @@ def _edge_points(data, valid, center, radius, level, arm_angle):
     pts = []
     for k in range(len(angles)):
         p = prof[k]
-        if not np.all(np.isfinite(p)):
-            continue
+        bad = np.nonzero(~np.isfinite(p))[0]
+        if bad.size:
+            p = p[: bad[0]]  # up to the first masked sample (a gap, a dead pixel)
         above = np.nonzero(p > half)[0]
         if above.size == 0 or above[0] == 0:
             continue
@@ -171,7 +176,7 @@ def find_beamstop(
     order = np.argsort(-deepest)
     for o in order[:5]:
         r_blocks = float(deepest[o])
-        if r_blocks < 1.5:
+        if r_blocks < 1.0:
             break
         i, j = where[o]
         if min(i, j, h - 1 - i, w - 1 - j) < r_blocks + 1:
@@ -206,10 +211,10 @@ def _refine(data, valid, component, ij, r_blocks, factor, level):
     rms, n_pts = float("inf"), 0
     for _ in range(2):
         pts = _edge_points(data, valid, c, max(rad, 2.0), level, arm_angle)
-        if len(pts) < 24:
+        if len(pts) < MIN_EDGE_POINTS:
             return None
         c_new, rad_new, rms, n_pts = _fit_circle(pts)
-        if not (0.5 * radius < rad_new < 2.0 * radius + 3) or n_pts < 24:
+        if not (0.5 * radius < rad_new < 2.5 * radius + 3) or n_pts < MIN_EDGE_POINTS:
             return None
         c, rad = c_new, rad_new
     if rms > max(1.0, 0.1 * rad):

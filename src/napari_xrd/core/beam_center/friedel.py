@@ -312,7 +312,12 @@ def find_peaks_2d(data: np.ndarray, valid: np.ndarray, *, max_peaks: int = 600, 
         local = uniform_filter(x, 9) / np.maximum(uniform_filter(w, 9), 1e-3)
     resid = np.where(ok, x - local, 0.0)
     mad = 1.4826 * float(np.median(np.abs(resid[ok]))) + 1e-6
-    cand = (resid > k_sigma * mad) & (resid == maximum_filter(resid, 5)) & ok
+    # not next to gaps or masked pixels: module edges are periodic, so their
+    # artefacts would pair up about any point of the module grid
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(ok, np.ones((5, 5), bool), border_value=0)
+    cand = (resid > k_sigma * mad) & (resid == maximum_filter(resid, 5)) & inner
     rr, cc = np.nonzero(cand)
     if len(rr) == 0:
         return np.empty((0, 2))
