@@ -141,7 +141,8 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
             ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
         try:
             pf = peakfinder8(img, pm, geom)
-            found["peakfinder8"] = (pf, np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0))
+            pf_d = np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0)
+            found["peakfinder8"] = (pf, pf_d)
             ious["peakfinder8"] = float("nan")  # peakfinder8 reports positions only
         except ImportError as exc:
             print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")

@@ -261,6 +261,6 @@ class SpotsWidget(Container):
             points.border_color = colours
         self._progress.value = r["done"]
         n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
-        self._count.value = (f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
-                             + (f"; {n_ice} on ice rings (cyan)" if n_ice else ""))
+        count = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
+        self._count.value = count + (f"; {n_ice} on ice rings (cyan)" if n_ice else "")
         self._shells.value = _format_shells(shell_table(table["d"]))

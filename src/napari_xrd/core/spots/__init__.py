@@ -16,7 +16,13 @@ from typing import NamedTuple
 import numpy as np
 
 from napari_xrd.core.spots.dispersion import DIALS_DEFAULTS, dispersion_threshold, label_spots
-from napari_xrd.core.spots.ice import ICE_RING_D, ICE_RING_MODES, contaminated_ice_shells, flag_ice_ring_spots, ice_ring_spots
+from napari_xrd.core.spots.ice import (
+    ICE_RING_D,
+    ICE_RING_MODES,
+    contaminated_ice_shells,
+    flag_ice_ring_spots,
+    ice_ring_spots,
+)
 from napari_xrd.core.spots.table import SpotTable, spot_table
 
 __all__ = [

@@ -21,7 +21,14 @@ import numpy as np
 
 from napari_xrd.core.display import HEXAGONAL_ICE_D_SPACINGS
 
-__all__ = ["ICE_RING_D", "ICE_RING_MODES", "ice_ring_spots", "contaminated_ice_shells", "in_shells", "flag_ice_ring_spots"]
+__all__ = [
+    "ICE_RING_D",
+    "ICE_RING_MODES",
+    "ice_ring_spots",
+    "contaminated_ice_shells",
+    "in_shells",
+    "flag_ice_ring_spots",
+]
 
 #: d-spacings (Å) of the strongest powder lines of hexagonal ice (Ih).
 ICE_RING_D = tuple(HEXAGONAL_ICE_D_SPACINGS)
@@ -165,7 +172,8 @@ def contaminated_ice_shells(
         rho = counts[ref].sum() / exposure[ref].sum()  # spots per unit exposure
         core = off < core_half_width
         n_core, expected = counts[core].sum(), rho * exposure[core].sum()
-        if n_core < min_count or n_core <= min_ratio * expected or n_core <= expected + min_sigma * np.sqrt(expected + 1):
+        significant = n_core > expected + min_sigma * np.sqrt(expected + 1)
+        if n_core < min_count or n_core <= min_ratio * expected or not significant:
             continue
         window = off < max_half_width
         order = np.argsort(off[window])
