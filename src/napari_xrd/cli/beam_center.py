@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 
+from napari_xrd.core.beam_center import METHODS
+
 __all__ = ["add_parser", "run", "beam_center_of_file"]
 
 
@@ -24,7 +26,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("file", metavar="FILE", help="diffraction image (CBF, SMV .img, NeXus, TIFF, .npy)")
     p.add_argument("--frame", type=int, default=0, help="frame index for multi-frame files (default 0)")
-    p.add_argument("--method", default="auto", choices=["auto", "rings", "friedel", "resnet", "heuristic"])
+    p.add_argument("--method", default="auto", choices=list(METHODS))
     p.add_argument("--no-tilt", action="store_true", help="hold pitch and yaw at zero")
     p.add_argument("--json", action="store_true", help="print JSON only")
     p.set_defaults(func=run)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, ProgressBar, PushButton
 
+from napari_xrd.core.beam_center import METHODS
 from napari_xrd.core.coords import dials_to_napari, napari_to_dials
 
 __all__ = ["BeamCenterWidget", "format_result"]
@@ -57,7 +58,7 @@ class BeamCenterWidget(Container):
     def __init__(self, napari_viewer):
         self._viewer = napari_viewer
         self._image = ComboBox(label="image", choices=self._image_choices)
-        self._method = ComboBox(label="method", choices=["auto", "rings", "friedel", "resnet", "heuristic"],
+        self._method = ComboBox(label="method", choices=list(METHODS),
                                 value="auto")
         self._model = ComboBox(label="model", choices=_model_choices, tooltip="ResNet for the coarse start")
         self._fit_tilt = CheckBox(text="fit detector tilt", value=True)

@@ -37,6 +37,9 @@ from napari_xrd.core.geometry import DetectorGeometry
 
 __all__ = ["RadialFit", "fit_radial_background"]
 
+#: reduced χ² of the block fit above which the fine, ring-only stage runs
+SHARP_CHI2 = 1.3
+
 
 @dataclass
 class RadialFit:
@@ -375,7 +378,7 @@ def fit_radial_background(
     model.residuals(p, fit_polarisation=True)
     res = model.residuals(p)
     chi2_coarse = float(res @ res) / max(res.size - model.n_bins, 1)
-    sharp = bool(sharp_blocks_across) and chi2_coarse > 1.3
+    sharp = bool(sharp_blocks_across) and chi2_coarse > SHARP_CHI2
     if sharp:
         # sharp rings the blocks cannot resolve: a last pass on small blocks,
         # only where the profile is steep (they hold the information)
