@@ -311,7 +311,9 @@ def estimate_beam_center(
         starts = []
         if nn is not None and nn["center_sigma_px"] < 0.1 * max(data.shape):
             starts.append(tuple(nn["beam_center_px"]))
-        rad = fit_radial_background(data, geometry=geometry, valid=valid_ns, fit_tilt=fit_tilt, starts=starts)
+        rad = fit_radial_background(data, geometry=geometry, valid=valid_ns, fit_tilt=fit_tilt, starts=starts,
+                                    cancel=cancel)
+        check_cancel(cancel)
         timings["radial_s"] = time.perf_counter() - t1
         if rad is not None:
             details["radial"] = {

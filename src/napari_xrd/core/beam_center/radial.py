@@ -299,6 +299,7 @@ def fit_radial_background(
     clip_sigma: float = 5.0,
     max_iter: int = 6,
     starts=None,
+    cancel=None,
 ) -> RadialFit | None:
     """Fit beam centre (and tilt) by making the image a function of 2θ.
 
@@ -329,6 +330,8 @@ def fit_radial_background(
     starts : sequence of (fast, slow), optional
         Other starting beam centres: the coarsest stage is run from each and
         from the geometry's, and the best fit (lowest χ² per block) goes on.
+    cancel : callable, optional
+        Checked between stages (see :mod:`napari_xrd.core.progress`).
 
     Returns
     -------
@@ -342,6 +345,8 @@ def fit_radial_background(
     Jacobian: on a smooth halo, centre and tilt trade off along a shallow
     valley that the Jacobian of the piecewise-linear binned model hides.
     """
+    from napari_xrd.core.progress import check_cancel
+
     data = np.asarray(image, dtype=np.float32)
     if valid is None:
         valid = np.isfinite(data) & (data >= 0)
@@ -367,6 +372,7 @@ def fit_radial_background(
         model.set_range(p)
         best = None
         for p_start in candidates if stage == 0 else [p]:
+            check_cancel(cancel)
             q = _fit_stage(model, p_start, free, clip_sigma, max_iter, rounds=2 if stage == 0 else 1)
             r = model.residuals(q)
             score = float(r @ r) / max(r.size, 1)
@@ -379,6 +385,7 @@ def fit_radial_background(
     res = model.residuals(p)
     chi2_coarse = float(res @ res) / max(res.size - model.n_bins, 1)
     sharp = bool(sharp_blocks_across) and chi2_coarse > SHARP_CHI2
+    check_cancel(cancel)
     if sharp:
         # sharp rings the blocks cannot resolve: a last pass on small blocks,
         # only where the profile is steep (they hold the information)
