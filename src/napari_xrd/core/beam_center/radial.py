@@ -214,6 +214,13 @@ def _solve_tridiagonal(diag, off, rhs):
     return x
 
 
+def _contrast(model: _Model, res) -> float:
+    """Fraction of the kept blocks' variance (about a flat image) that the radial model explains."""
+    y, w = model.mean[model.keep], model.w[model.keep]
+    flat = float(np.sum((y - np.average(y, weights=w)) ** 2 * w))
+    return max(0.0, 1.0 - float(res @ res) / max(flat, 1e-30))
+
+
 def _hessian(cost, p, steps):
     """Central-difference Hessian of ``cost`` at ``p`` with the given steps."""
     n = len(p)
@@ -299,6 +306,7 @@ def fit_radial_background(
     clip_sigma: float = 5.0,
     max_iter: int = 6,
     starts=None,
+    min_contrast: float = 0.05,
     cancel=None,
 ) -> RadialFit | None:
     """Fit beam centre (and tilt) by making the image a function of 2θ.
@@ -330,6 +338,10 @@ def fit_radial_background(
     starts : sequence of (fast, slow), optional
         Other starting beam centres: the coarsest stage is run from each and
         from the geometry's, and the best fit (lowest χ² per block) goes on.
+    min_contrast : float
+        When the coarsest stage explains less than this fraction of the
+        image's variance (a flat frame), stop there and report an infinite
+        uncertainty.
     cancel : callable, optional
         Checked between stages (see :mod:`napari_xrd.core.progress`).
 
@@ -381,6 +393,13 @@ def fit_radial_background(
         _, p, model.keep, model.pol = best
         if first is None:
             first = model
+            c = _contrast(model, model.residuals(p))
+            if c < min_contrast:
+                # nothing radial in this frame: no point refining
+                g = geometry.replace(beam_center=(float(p[0]), float(p[1])), pitch=float(p[2]), yaw=float(p[3]))
+                return RadialFit(geometry=g, center_sigma_px=float("inf"),
+                                 tilt_sigma_deg=float("inf") if fit_tilt else float("nan"), contrast=c,
+                                 chi2=float("nan"), n_blocks=int(model.keep.sum()), factor=model.factor)
     model.residuals(p, fit_polarisation=True)
     res = model.residuals(p)
     chi2_coarse = float(res @ res) / max(res.size - model.n_bins, 1)
@@ -438,9 +457,7 @@ def fit_radial_background(
             sig = np.full(int(free.sum()), np.inf)
     full_sig = np.full(4, np.nan)
     full_sig[free] = sig
-    y, w = model.mean[model.keep], model.w[model.keep]
-    flat = float(np.sum((y - np.average(y, weights=w)) ** 2 * w))
-    contrast = max(0.0, 1.0 - float(res @ res) / max(flat, 1e-30))
+    contrast = _contrast(model, res)
     g = geometry.replace(beam_center=(float(p[0]), float(p[1])), pitch=float(p[2]), yaw=float(p[3]))
     return RadialFit(
         geometry=g,
