@@ -165,26 +165,31 @@ def find_beamstop(
     dark, level = _dark_blocks(data, valid, factor)
     if not dark.any():
         return None
-    lab, n = ndimage.label(dark, structure=np.ones((3, 3), bool))
     depth = ndimage.distance_transform_edt(dark)
-    idx = np.arange(1, n + 1)
-    deepest = np.asarray(ndimage.maximum(depth, lab, idx), float)
-    where = ndimage.maximum_position(depth, lab, idx)
     h, w = dark.shape
     if search_radius_px is None:
         search_radius_px = 0.25 * max(data.shape)
-    order = np.argsort(-deepest)
-    for o in order[:5]:
-        r_blocks = float(deepest[o])
+    if near is not None:
+        yy, xx = np.ogrid[:h, :w]
+        far = ((xx + 0.5) * factor - near[0]) ** 2 + ((yy + 0.5) * factor - near[1]) ** 2 > search_radius_px**2
+        depth[far] = 0
+    for _ in range(5):
+        i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
+        r_blocks = float(depth[i, j])
         if r_blocks < 1.0:
             break
-        i, j = where[o]
+        # the next candidate lies elsewhere
+        m = int(3 * r_blocks + 5)
+        depth[max(0, i - m): i + m + 1, max(0, j - m): j + m + 1] = 0
         if min(i, j, h - 1 - i, w - 1 - j) < r_blocks + 1:
             continue  # a dark border, not a beamstop
-        center = ((j + 0.5) * factor, (i + 0.5) * factor)
-        if near is not None and math.hypot(center[0] - near[0], center[1] - near[1]) > search_radius_px:
-            continue
-        found = _refine(data, valid, lab == idx[o], (i, j), r_blocks, factor, float(level[i, j]))
+        # the dark component around it (disc and arm), in a window
+        m = int(4 * r_blocks + 8)
+        i0, j0 = max(0, i - m), max(0, j - m)
+        lab, _ = ndimage.label(dark[i0: i + m + 1, j0: j + m + 1], structure=np.ones((3, 3), bool))
+        component = np.zeros(dark.shape, bool)
+        component[i0: i + m + 1, j0: j + m + 1] = lab == lab[i - i0, j - j0]
+        found = _refine(data, valid, component, (i, j), r_blocks, factor, float(level[i, j]))
         if found is not None:
             return found
     return None
