@@ -49,6 +49,9 @@ MIN_FRIEDEL_FRACTION = 0.1
 #: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it
 TILT_PRIOR_DEG = 1.0
 
+#: how far from the header's beam centre the beamstop is looked for (mm), without a network start
+HEADER_REACH_MM = 15.0
+
 #: how far a beamstop may sit from the beam (mm, 1-σ): its centre's uncertainty as a beam centre
 BEAMSTOP_ALIGNMENT_MM = 0.2
 
@@ -371,7 +374,8 @@ def estimate_beam_center(
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
     else:
-        near, reach = geometry.beam_center, 0.25 * max(data.shape)
+        # headers can be off by several millimetres, rarely by more than 15
+        near, reach = geometry.beam_center, HEADER_REACH_MM / geometry.pixel_size
     bs = find_beamstop(data, valid, pixel_size=geometry.pixel_size, near=near, search_radius_px=reach)
     if bs is not None:
         details["beamstop"] = bs

@@ -159,7 +159,8 @@ def find_beamstop(
     data = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, bool)
     factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
-    typical = float(np.median(data[valid][:: max(1, int(valid.sum()) // 200000)])) if valid.any() else 0.0
+    # mean, not median: on a weak frame most pixels read 0
+    typical = float(np.mean(data[valid][:: max(1, int(valid.sum()) // 200000)])) if valid.any() else 0.0
     if typical > 0:
         factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
     dark, level = _dark_blocks(data, valid, factor)
