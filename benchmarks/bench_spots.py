@@ -279,20 +279,26 @@ def speed(model: str):
     from napari_xrd.core.simulate.generate import example_rng
 
     print(f"\nSpeed per frame on the CPU ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores):")
-    print(f"{'detector':<10} {'pixels':>10} {'dispersion s':>13} {'U-Net s':>9} {'ratio':>6} {'peakfinder8 s':>14}")
+    n_threads = torch.get_num_threads()
+    print(f"(dispersion and peakfinder8 run on one core; U-Net with {n_threads} threads, and with 1 thread; "
+          "medians of 3 runs)")
+    print(f"{'detector':<10} {'pixels':>10} {'dispersion s':>13} {'U-Net s':>9} {'ratio':>6} "
+          f"{'U-Net 1 thr s':>14} {'ratio':>6} {'peakfinder8 s':>14}")
     out = {}
     for det in ("pilatus6m", "eiger16m"):
         still = random_still(example_rng(HELD_OUT_SEED + 500, 0), detector=det, shape=None, style="realistic")
         img, pm, geom = still.image, still.pixel_mask, still.geometry
         find_spots(img[:512, :512], method="unet", pixel_mask=pm[:512, :512], model=model, device="cpu")  # warm up
         td = _time(lambda: find_spots(img, method="dispersion", pixel_mask=pm, geometry=geom))
-        tu = _time(lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu"), 2)
+        tu = _time(lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu"))
+        t1 = _time(lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model, device="cpu",
+                                      threads=1))
         try:
             tp = f"{_time(lambda: peakfinder8(img, pm, geom)):14.2f}"
         except ImportError:
             tp = f"{'n/a':>14}"
-        out[det] = {"dispersion_s": td, "unet_s": tu, "ratio": tu / td}
-        print(f"{det:<10} {img.size:>10} {td:>13.2f} {tu:>9.2f} {tu / td:>6.2f} {tp}")
+        out[det] = {"dispersion_s": td, "unet_s": tu, "ratio": tu / td, "unet_1_thread_s": t1, "ratio_1_thread": t1 / td}
+        print(f"{det:<10} {img.size:>10} {td:>13.2f} {tu:>9.2f} {tu / td:>6.2f} {t1:>14.2f} {t1 / td:>6.2f} {tp}")
         if det == "eiger16m":
             rss = peak_rss(img, pm, model)
             print(f"  peak RSS of full-size CPU U-Net inference on EIGER 16M (child process): {rss / 1e9:.2f} GB")

@@ -199,3 +199,17 @@ def test_fine_tuning_starts_from_the_given_weights():
     for k, v in model.state_dict().items():
         if v.dtype.is_floating_point and "running" not in k:
             torch.testing.assert_close(v, start[k], atol=1e-6, rtol=0)
+
+
+def test_threads_option_gives_the_same_probability_and_restores_torch():
+    torch.manual_seed(0)
+    net = build_attention_unet(**TINY).eval()
+    img, pm, _ = synth_frame()
+    before = torch.get_num_threads()
+    a = predict_spot_probability(img, pixel_mask=pm, model=net, device="cpu", tile=64, margin=8)
+    b = predict_spot_probability(img, pixel_mask=pm, model=net, device="cpu", tile=64, margin=8, threads=1)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="threads"):
+        predict_spot_probability(img, model=net, device="cpu", tile=64, margin=8, threads=0)
+    assert torch.get_num_threads() == before

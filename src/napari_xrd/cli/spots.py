@@ -30,6 +30,8 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="default", help="U-Net model name or card path (default: the shipped one)")
     p.add_argument("--threshold", type=float, default=0.5, help="U-Net probability threshold (default 0.5)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (U-Net)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads of the U-Net (default: one per core; 1 is steadier on a busy machine)")
     p.add_argument("--ice-rings", choices=["auto", "filter", "keep"], default="auto",
                    help="spots on hexagonal-ice rings (needs the geometry): auto = drop those in ice shells that "
                    "are crowded with spots on this frame (spotty ice), leave clean shells alone (default); "
@@ -99,6 +101,7 @@ def run(args) -> int:
         model=args.model,
         threshold=args.threshold,
         device=args.device,
+        threads=args.threads,
         ice_rings=args.ice_rings,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:

@@ -88,6 +88,7 @@ def find_spots(
     threshold: float = 0.5,
     device="auto",
     batch_size: int | None = None,
+    threads: int | None = None,
     ice_rings: str = "auto",
     ice_ring_width: float = 0.002,
     progress=None,
@@ -117,6 +118,8 @@ def find_spots(
         "auto", "cpu" or "cuda" (U-Net only).
     batch_size : int, optional
         Tiles per forward pass (U-Net only).
+    threads : int, optional
+        CPU threads of the U-Net's forward pass (default: torch's setting).
     ice_rings : {"auto", "filter", "keep"}
         Spots on ice rings (needs ``geometry``; without it nothing is
         flagged or dropped, except that "filter" raises).  "auto": drop the
@@ -167,6 +170,7 @@ def find_spots(
             threshold=threshold,
             device=device,
             batch_size=batch_size,
+            threads=threads,
             progress=progress,
             cancel=cancel,
         )

@@ -86,6 +86,29 @@ def _inference_model(net):
     return fast
 
 
+class _torch_threads:
+    """Run a block with ``n`` torch intra-op threads (None: leave as is), then restore the setting."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.n is not None:
+            if int(self.n) < 1:
+                raise ValueError(f"threads must be at least 1, got {self.n}")
+            torch.set_num_threads(int(self.n))
+
+    def __exit__(self, *exc):
+        import torch
+
+        if self.n is not None:
+            torch.set_num_threads(self.before)
+        return False
+
+
 def _tile_origins(n: int, step: int) -> list[int]:
     return list(range(0, max(n, 1), step))
 
@@ -99,6 +122,7 @@ def predict_spot_probability(
     tile: int | None = None,
     margin: int | None = None,
     batch_size: int | None = None,
+    threads: int | None = None,
     progress=None,
     cancel=None,
 ) -> np.ndarray:
@@ -120,6 +144,11 @@ def predict_spot_probability(
         256 and 16).  ``tile`` must be a multiple of the model's stride.
     batch_size : int, optional
         Tiles per forward pass (default 8 on the CPU, 32 on a GPU).
+    threads : int, optional
+        CPU threads for the forward pass (default: torch's setting, one per
+        core).  On a machine shared with other jobs, 1 thread per process
+        avoids the long stalls of threads waiting for a busy core; to screen
+        many frames, run one single-threaded process per core.
     progress, cancel : callables, optional
 
     Returns
@@ -171,7 +200,7 @@ def predict_spot_probability(
     origins = [(y, x) for y in ys for x in xs]
     total = len(origins)
     report(progress, 0, total, "U-Net tiles")
-    with torch.inference_mode(), autocast_context(dev):
+    with torch.inference_mode(), autocast_context(dev), _torch_threads(threads if dev.type == "cpu" else None):
         for b0 in range(0, total, batch_size):
             check_cancel(cancel)
             batch = origins[b0 : b0 + batch_size]
