@@ -6,7 +6,10 @@
 >>> result.table["x"]    # fast centroids, DIALS corner convention
 
 Both methods give the same :class:`SpotResult`: a label image (one label per
-spot, masked pixels never labelled) and a :class:`~.table.SpotTable`.
+spot, masked pixels never labelled) and a :class:`~.table.SpotTable`.  With a
+geometry, spots in ice-ring shells that are crowded with spots on the frame
+(spotty ice) are dropped by default, or flagged (``ice_rings="keep"``); see
+:mod:`napari_xrd.core.spots.ice`.
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ def _pixel_exposure(edges, geometry, pixel_mask, stride: int = 4):
         return None
     n_slow, n_fast = geometry.shape
     ss, fs = np.mgrid[0:n_slow:stride, 0:n_fast:stride]
-    if pixel_mask is not None:
+    if pixel_mask is not None and np.shape(pixel_mask) == (n_slow, n_fast):
         ok = np.asarray(pixel_mask)[::stride, ::stride] == 0
         ss, fs = ss[ok], fs[ok]
     s = _s(geometry.resolution_at(fs.ravel() + 0.5, ss.ravel() + 0.5))
