@@ -70,6 +70,20 @@ def test_radial_fit_on_a_smooth_halo_without_rings():
     assert r.uncertainty_px < 1.0
 
 
+def test_one_sided_arc_does_not_give_a_confident_wrong_centre():
+    # loop scattering: a ring that is bright on one side only, over a weak water ring
+    true = small_geometry()
+    tt, az = true.two_theta_map(), true.azimuth_map()
+    water = 20 * np.exp(-0.5 * ((tt - 0.30) / 0.05) ** 2)
+    arc = 200 * np.exp(-0.5 * ((tt - 0.20) / 0.05) ** 2) * np.exp(2.0 * (np.cos(az - 0.5) - 1))
+    img = np.random.default_rng(6).poisson((10 + water + arc) * true.solid_angle_map()).astype(float)
+    r = estimate_beam_center(img, geometry=true.replace(beam_center=(300.0, 300.0)))
+    # the arc pulls the fit (about 7 px here); the answer must say it is unsure
+    assert center_error(r, true) < 3 * r.uncertainty_px
+    assert r.method != "radial"
+    assert r.details["radial"]["non_radial"]
+
+
 def test_radial_fit_on_flat_frame_is_not_trusted():
     from napari_xrd.core.beam_center.radial import fit_radial_background
 

@@ -327,6 +327,8 @@ def estimate_beam_center(
                 "tilt_sigma_deg": rad.tilt_sigma_deg,
                 "contrast": rad.contrast,
                 "chi2": rad.chi2,
+                "quadrant_spread_px": rad.quadrant_spread_px,
+                "non_radial": rad.non_radial,
                 "blocks": rad.n_blocks,
                 "block_px": rad.factor,
             }
@@ -393,7 +395,8 @@ def estimate_beam_center(
 
     fit = None
     # rings are radial structure: when the radial fit found none, there are none to trace
-    no_radial = rad is not None and rad.contrast < RADIAL_MIN_CONTRAST
+    # ... and when it found strong non-radial structure (loop scattering's arcs), traced rings mislead too
+    no_radial = rad is not None and (rad.contrast < RADIAL_MIN_CONTRAST or rad.non_radial)
     if method == "rings" or (method == "auto" and not no_radial):
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()

@@ -65,7 +65,10 @@ def _dark_blocks(data, valid, factor):
     dark = ok & (mean < 0.35 * level)
     level = level_from(ok & ~dark)
     significant = (level - mean) > 5.0 * np.sqrt(np.maximum(level, 1e-9) / np.maximum(n, 1))
-    return ok & (mean < 0.3 * level) & significant, level
+    # dark in absolute terms too: next to a bright arc or ring, ordinary
+    # background is far below the local level
+    typical = float(np.median(mean[ok])) if ok.any() else 0.0
+    return ok & (mean < 0.3 * level) & (mean < 0.3 * typical) & significant, level
 
 
 def _edge_points(data, valid, center, radius, level, arm_angle):
