@@ -107,6 +107,21 @@ def test_seam_mask_marks_zero_lines_only():
     assert not seam_mask(sparse).any()
 
 
+def test_weak_edge_lines_are_marked_cold():
+    from napari_xrd.core.io.smv import weak_edge_mask
+    from napari_xrd.core.masks import COLD
+
+    rng = np.random.default_rng(0)
+    data = (40 + rng.poisson(30.0, (64, 80))).astype(np.uint16)  # pedestal 40 + signal
+    assert not weak_edge_mask(data).any()  # uniform response: nothing masked
+    data[0, :] = 40 + rng.poisson(8.0, 80)  # top row at about a quarter of the signal
+    data[:, -1] = 40 + rng.poisson(20.0, 64)  # right column at two thirds
+    data[-1, :] = 40 + rng.poisson(28.0, 80)  # bottom row nearly normal: kept
+    mask = weak_edge_mask(data)
+    assert np.all(mask[0] == COLD) and np.all(mask[:, -1] == COLD)
+    assert not mask[1:, :-1].any()
+
+
 @pytest.mark.parametrize("compressed", [False, True])
 def test_truncated_smv_names_expected_and_actual_bytes(tmp_path, compressed):
     raw = write_smv(tmp_path / "full.img", ccd_frame()).read_bytes()
@@ -146,6 +161,8 @@ def test_real_adsc_q4_frame():
     assert g.distance == 250.0 and g.wavelength == 1.0 and g.pixel_size == pytest.approx(0.0816)
     frame = image.frame(0)
     seams = (image.pixel_mask & GAP) > 0
+    # the CCD's weak outermost lines are COLD, not gaps
+    assert image.metadata["weak_edge_pixels"] > 0 and ((image.pixel_mask[0] & 4) > 0).all()
     # the module seams: full rows and columns, and nothing else
     rows = np.nonzero(seams.all(axis=1))[0]
     cols = np.nonzero(seams.all(axis=0))[0]
