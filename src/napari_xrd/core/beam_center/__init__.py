@@ -469,10 +469,13 @@ def estimate_beam_center(
     # nothing pins the centre well: the surest of the weak answers, with an
     # honest uncertainty
     weak = []
-    if symmetric:
+    diffuse = rad is None or rad.contrast >= 0.05
+    if symmetric and diffuse:
         weak.append((sym, max(sd["uncertainty_px"], 0.02 * max(data.shape)), "friedel (diffuse scatter only)"))
     else:
-        weak.append((sym, max(sd["uncertainty_px"], 0.05 * max(data.shape)), "friedel (weak)"))
+        # spots alone: a still is nearly symmetric about where a zone axis meets
+        # the detector, anywhere near the beam
+        weak.append((sym, max(sd["uncertainty_px"], 0.1 * max(data.shape)), "friedel (weak)"))
     if nn is not None:
         # the network's σ is calibrated on its own training renderer; elsewhere its misses run to ~3σ
         weak.append((tuple(nn["beam_center_px"]), RESNET_SIGMA_SCALE * nn["center_sigma_px"],
