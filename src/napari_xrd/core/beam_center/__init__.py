@@ -53,6 +53,9 @@ TILT_PRIOR_DEG = 1.0
 #: calibration holds on its training renderer only)
 RESNET_SIGMA_SCALE = 3.0
 
+#: 1-σ of the seed-004 heuristic when it is the last resort, as a fraction of the detector's size
+HEURISTIC_SIGMA_FRACTION = 0.03
+
 #: how far from the header's beam centre the beamstop is looked for (mm), without a network start
 HEADER_REACH_MM = 15.0
 
@@ -480,6 +483,10 @@ def estimate_beam_center(
         # the network's σ is calibrated on its own training renderer; elsewhere its misses run to ~3σ
         weak.append((tuple(nn["beam_center_px"]), RESNET_SIGMA_SCALE * nn["center_sigma_px"],
                      "resnet (no rings, no beamstop, no pairs)"))
+    # the seed-004 heuristic (beamstop rays, centres of mass): tens of pixels
+    # (median 45 px, p95 175 px over benchmarks/bench_beam_center.py)
+    (hf, hs), _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
+    weak.append(((hf, hs), HEURISTIC_SIGMA_FRACTION * max(data.shape), "heuristic (no radial background, no beamstop)"))
     if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST:
         # a flat background constrains the radial fit only along a centre-tilt valley
         weak.append((tuple(rad.geometry.beam_center), max(3.0 * rad.center_sigma_px, 5.0), "radial (weak)"))
