@@ -13,7 +13,7 @@ One entry point, :func:`estimate_beam_center`, combines
   law) confirmed by spot pairs, and the beamstop's shadow, for frames whose
   background carries no radial structure;
 * :mod:`.rings`: a fit of beam centre, pitch and yaw to traced rings
-  (``method="rings"``, and a fallback);
+  (``method="rings"``, and in "auto" when the radial fit cannot run);
 * :mod:`.heuristic`: the seed-004 baseline, available as ``method="heuristic"``.
 
 The header's beam centre is never used as an answer, and only loosely as a
@@ -239,8 +239,9 @@ def estimate_beam_center(
     method : {"auto", "radial", "rings", "friedel", "resnet", "heuristic"}
         ``"auto"``: coarse start (ResNet if available), then the radial
         background fit; when the background carries no radial structure
-        (flat or empty frames), the symmetry centre, Friedel pairs of spots,
-        ring tracing and the beamstop's shadow.  The others force one
+        (flat or empty frames), Friedel pairs of spots, the beamstop's
+        shadow, and weak guesses (symmetry centre, network, seed-004
+        heuristic) with honest uncertainties.  The others force one
         estimator.
     model : str
         Beam-centre model name or path for the ResNet (``"default"``).
@@ -401,10 +402,11 @@ def estimate_beam_center(
     check_cancel(cancel)
 
     fit = None
-    # rings are radial structure: when the radial fit found none, there are none to trace
-    # ... and when it found strong non-radial structure (loop scattering's arcs), traced rings mislead too
-    no_radial = rad is not None and (rad.contrast < RADIAL_MIN_CONTRAST or rad.non_radial)
-    if method == "rings" or (method == "auto" and not no_radial):
+    # traced rings are radial structure that the radial fit has already used:
+    # when it could not pin the centre, ring tracing does not either (on the
+    # benchmark it never answered after a failed radial fit), so "auto" traces
+    # rings only when the radial fit could not run
+    if method == "rings" or (method == "auto" and rad is None):
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
         # rings must lie outside the beamstop's shadow (its edge looks like one)
