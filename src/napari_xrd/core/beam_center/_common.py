@@ -34,6 +34,22 @@ def _edges(n: int, m: int) -> np.ndarray:
     return np.round(np.linspace(0, n, m + 1)).astype(int)[:-1]
 
 
+def block_sums(data: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sums of valid pixel values and counts of valid pixels in ``factor`` × ``factor`` blocks.
+
+    Returns
+    -------
+    sums : (n_slow // factor, n_fast // factor) float64 ndarray
+    counts : same shape, int ndarray
+    """
+    n_slow, n_fast = data.shape
+    h, w = n_slow // factor, n_fast // factor
+    d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
+    s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
+    c = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3))
+    return s, c
+
+
 def block_mean(image, *, pixel_mask=None, out_shape=None, factor=None, valid=None) -> tuple[np.ndarray, np.ndarray]:
     """Mean of valid pixels in blocks.
 
@@ -53,10 +69,7 @@ def block_mean(image, *, pixel_mask=None, out_shape=None, factor=None, valid=Non
         data = np.asarray(image, dtype=np.float32)
     n_slow, n_fast = data.shape
     if out_shape is None:
-        h, w = n_slow // factor, n_fast // factor
-        d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
-        s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
-        c = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3))
+        s, c = block_sums(data, valid, factor)
         sizes = factor * factor
     else:
         rs = _edges(n_slow, out_shape[0])

@@ -20,6 +20,8 @@ import math
 
 import numpy as np
 
+from napari_xrd.core.beam_center._common import block_sums
+
 __all__ = ["find_beamstop"]
 
 #: rays (every 4°) on which the disc's edge must be seen for a circle fit: a
@@ -35,17 +37,9 @@ def _masked_blur(values, weights, sigma):
     return np.where(den > 0.05, num / np.maximum(den, 1e-6), np.nan)
 
 
-def _block_sum(data, valid, factor):
-    n_slow, n_fast = data.shape
-    h, w = n_slow // factor, n_fast // factor
-    d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
-    s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
-    n = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3)).astype(np.float64)
-    return s, n
-
-
 def _dark_blocks(data, valid, factor):
-    s, n = _block_sum(data, valid, factor)
+    s, n = block_sums(data, valid, factor)
+    n = n.astype(np.float64)
     ok = n >= 0.5 * factor * factor
     mean = np.where(ok, s / np.maximum(n, 1), 0.0)
     # the local level on 4x coarser blocks, twice: the second time without the

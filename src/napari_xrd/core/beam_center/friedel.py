@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_xrd.core.beam_center._common import block_mean, check_image
 
-__all__ = ["centrosymmetry_center", "symmetry_score_map", "beamstop_center", "find_peaks_2d", "friedel_pairs"]
+__all__ = ["centrosymmetry_center", "symmetry_score_map", "find_peaks_2d", "friedel_pairs"]
 
 
 def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
@@ -88,48 +88,6 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     rows = np.minimum(np.arange(h) // f, dark.shape[0] - 1)
     cols = np.minimum(np.arange(w) // f, dark.shape[1] - 1)
     return dark[rows[:, None], cols[None, :]]
-
-
-def beamstop_center(data: np.ndarray, valid: np.ndarray, *, shadow: np.ndarray | None = None):
-    """Centre of the beamstop's shadow disc (the arm ignored), or None.
-
-    The deepest point (largest distance to its edge) of the dark component
-    of largest extent (the beamstop with its arm; dead or cold patches are
-    compact), on a ~640-pixel binned image; arms are narrower than the disc,
-    so they do not attract it.
-
-    Returns
-    -------
-    (beam_center, radius_px) or None
-        ``(fast, slow)`` corner convention and the disc radius in pixels.
-    """
-    from scipy.ndimage import distance_transform_edt
-
-    h, w = data.shape
-    f = max(1, int(max(h, w) // 640))
-    if shadow is None:
-        shadow = _shadow(data, valid)
-    from scipy.ndimage import find_objects, label
-
-    sm = shadow[: (h // f) * f : f, : (w // f) * f : f]
-    if not sm.any():
-        return None
-    # the beamstop hangs on an arm: keep the dark component of largest extent
-    # (dead or cold patches are compact)
-    lab, n = label(sm)
-    if n > 1:
-        ext = [max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) for sl in find_objects(lab)]
-        sm = lab == (int(np.argmax(ext)) + 1)
-    dist = distance_transform_edt(sm)
-    i, j = np.unravel_index(np.argmax(dist), dist.shape)
-    r = float(dist[i, j])
-    if r < 3 or min(i, j, dist.shape[0] - 1 - i, dist.shape[1] - 1 - j) < 2 * r:
-        return None  # too small, or a dark border rather than a beamstop
-    # centroid of the disc core (points within 1.5 bins of the maximum depth)
-    core = dist >= r - 1.5
-    rr, cc = np.nonzero(core)
-    near = (rr - i) ** 2 + (cc - j) ** 2 <= r**2
-    return ((float(cc[near].mean()) + 0.5) * f, (float(rr[near].mean()) + 0.5) * f), r * f
 
 
 def symmetry_score_map(p: np.ndarray, valid: np.ndarray, *, min_overlap: float = 0.2) -> np.ndarray:

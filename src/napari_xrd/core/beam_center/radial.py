@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from napari_xrd.core.beam_center._common import block_sums
 from napari_xrd.core.geometry import DetectorGeometry
 
 __all__ = ["RadialFit", "fit_radial_background"]
@@ -87,21 +88,12 @@ class RadialFit:
     non_radial: bool = False
 
 
-def _block_sums(data, valid, factor):
-    n_slow, n_fast = data.shape
-    h, w = n_slow // factor, n_fast // factor
-    d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
-    s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
-    c = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3))
-    return s, c
-
-
 class _Sums:
     """Block sums of counts and valid pixels at a base factor, aggregated to its multiples on demand."""
 
     def __init__(self, data, valid, base: int):
         self.base = base
-        self.s, self.c = _block_sums(data, valid, base)
+        self.s, self.c = block_sums(data, valid, base)
 
     def at(self, factor: int):
         k = factor // self.base
