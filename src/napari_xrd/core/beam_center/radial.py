@@ -231,22 +231,14 @@ def _quadrant_spread(model: _Model, p, free, *, max_iter: int = 3) -> float:
     keep0 = model.keep.copy()
     phi = np.arctan2(model.slow - p[1], model.fast - p[0])
     quadrant = ((phi + np.pi) // (np.pi / 2)).astype(np.int64) % 4
-    unit = np.array([model.factor / 4.0, model.factor / 4.0, 0.05, 0.05])
     centres = []
     try:
         # the full refit on this (coarse) model first: the moves are measured
         # from it, so the coarse model's own offset from the fine fit cancels
         for k in range(5):
             model.keep = keep0 & (quadrant != k) if k < 4 else keep0
-            model.residuals(p, fit_polarisation=True)
-
-            def fun(q):
-                pp = p.copy()
-                pp[free] = p[free] + q * unit[free]
-                return model.residuals(pp)
-
-            q, _ = _levenberg_marquardt(fun, int(free.sum()), max_iter=max_iter)
-            centres.append((q[0] * unit[0], q[1] * unit[1]))
+            q, _ = _least_squares(model, p, free, max_iter)
+            centres.append((q[0], q[1]))
     finally:
         model.keep = keep0
         model.residuals(p, fit_polarisation=True)
@@ -303,27 +295,36 @@ def _levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, 
     return q, jac
 
 
+def _least_squares(model: _Model, p, free, max_iter):
+    """Polarisation and profile at ``p``, then Levenberg-Marquardt on the free parameters.
+
+    Steps are in units of a quarter block and 0.05°.  Returns the new
+    parameter vector and the Jacobian (per pixel and per degree), or None.
+    """
+    p = np.array(p, float)
+    unit = np.array([model.factor / 4.0, model.factor / 4.0, 0.05, 0.05])[free]
+    model.residuals(p, fit_polarisation=True)
+
+    def fun(q):
+        pp = p.copy()
+        pp[free] = p[free] + q * unit
+        return model.residuals(pp)
+
+    q, jac = _levenberg_marquardt(fun, int(free.sum()), max_iter=max_iter)
+    out = p.copy()
+    out[free] = p[free] + q * unit
+    return out, None if jac is None else jac / unit[None, :]
+
+
 def _fit_stage(model: _Model, p, free, clip_sigma, max_iter, rounds):
     """Clip outlying blocks, then least squares from ``p``; returns the new parameter vector."""
     p = np.array(p, float)
-    unit = np.array([model.factor / 4.0, model.factor / 4.0, 0.05, 0.05])
-    clips = (3 * clip_sigma, clip_sigma)[-rounds:]
-    for clip in clips:
+    for clip in (3 * clip_sigma, clip_sigma)[-rounds:]:
         model.keep[:] = True
         res = model.residuals(p, fit_polarisation=True, all_blocks=True)
         s = max(1.4826 * float(np.median(np.abs(res - np.median(res)))), 1e-9)
         model.keep = (res < clip * s) & (res > -2 * clip * s)
-        model.residuals(p, fit_polarisation=True)
-        base = p.copy()
-
-        def fun(q, base=base):
-            pp = base.copy()
-            pp[free] = base[free] + q * unit[free]
-            return model.residuals(pp)
-
-        q, jac = _levenberg_marquardt(fun, int(free.sum()), max_iter=max_iter)
-        p[free] = base[free] + q * unit[free]
-    model.jac = None if jac is None else jac / unit[free][None, :]
+        p, model.jac = _least_squares(model, p, free, max_iter)
     return p
 
 
