@@ -9,9 +9,13 @@ One entry point, :func:`estimate_beam_center`, combines
   halo around the beamstop) a function of 2θ once solid angle and
   polarisation are divided out; sub-pixel, with the tilt and an uncertainty
   from the curvature of its cost;
-* :mod:`.friedel`: the centre of point symmetry of the pattern (Friedel's
-  law) confirmed by spot pairs, and the beamstop's shadow, for frames whose
-  background carries no radial structure;
+* :mod:`.lattice`: for frames whose background does not pin the centre,
+  the Bragg spots of a still indexed without a known cell, then beam
+  centre, tilt and cell refined on the spot positions (the lattice's origin
+  is the beam);
+* :mod:`.friedel`: Friedel pairs of spots (mates' rays are mirror images
+  about the beam), fitted with the tilt; the centre of point symmetry of
+  the pattern; :mod:`.beamstop`: the beamstop's disc;
 * :mod:`.rings`: a fit of beam centre, pitch and yaw to traced rings
   (``method="rings"``, and in "auto" when the radial fit cannot run);
 * :mod:`.heuristic`: the seed-004 baseline, available as ``method="heuristic"``.
@@ -33,7 +37,25 @@ from napari_xrd.core.geometry import DetectorGeometry
 
 __all__ = ["BeamCenterResult", "estimate_beam_center", "METHODS"]
 
-METHODS = ("auto", "radial", "rings", "friedel", "resnet", "heuristic")
+METHODS = ("auto", "radial", "lattice", "friedel", "rings", "resnet", "heuristic")
+
+#: the spots are tried as well when the radial fit's centre is less sure than this (1-σ, pixels)
+SPOT_CHECK_SIGMA_PX = 0.2
+
+#: a centre from the spots (lattice or Friedel pairs) answers when this sure (1-σ, pixels)
+SPOTS_MAX_SIGMA_PX = 1.0
+
+#: ... and its spots sit this close to their predicted positions (rms, pixels)
+SPOTS_MAX_RMS_PX = 1.5
+
+#: how far from a poor start (the seed-004 heuristic) the spots' fits look for the centre (mm)
+SPOT_SEARCH_MM = 10.0
+
+#: starting tilts tried (± this, degrees) when the lattice does not index from an unknown tilt
+LATTICE_TILT_STEP_DEG = 1.5
+
+#: how far from the start the Friedel pairs' vote looks for the centre (mm, at least)
+FRIEDEL_SEARCH_MM = 10.0
 
 #: robust z-score of the symmetry peak above which the pattern counts as centrosymmetric
 MIN_SYMMETRY_Z = 8.0
@@ -71,6 +93,82 @@ RADIAL_MIN_CONTRAST = 0.2
 
 #: ... and reports the tilt as determined when pitch and yaw are this sure (1-σ, degrees)
 RADIAL_MAX_TILT_SIGMA_DEG = 0.3
+
+
+def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, str, bool]:
+    """Start for the spot-based fits, how far from it the centre may be (pixels), where from, and whether its tilt is known.
+
+    The beamstop's disc (within 3σ of its alignment), else a weak radial fit
+    (3σ), else the seed-004 heuristic (``SPOT_SEARCH_MM``).  The tilt comes
+    from the radial fit where it pinned it to within a degree.
+    """
+    g = geometry
+    px = geometry.pixel_size
+    rad_ok = rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST
+    if bs is not None:
+        sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / px, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        g, radius, source = g.replace(beam_center=tuple(bs["beam_center_px"])), 3 * sigma + 2, "beamstop"
+    elif rad_ok and rad.center_sigma_px < 1.0 / px:
+        g, radius, source = g.replace(beam_center=rad.geometry.beam_center), max(3 * rad.center_sigma_px, 5.0), "radial"
+    else:
+        g, radius, source = g.replace(beam_center=tuple(heuristic)), SPOT_SEARCH_MM / px, "heuristic"
+    tilt_known = rad_ok and math.isfinite(rad.tilt_sigma_deg) and rad.tilt_sigma_deg < 1.0
+    if tilt_known:
+        g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
+    return g, radius, source, tilt_known
+
+
+def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
+                   cancel=None, lattice: bool = True, pairs: bool = True, tilt_known: bool = True):
+    """Beam centre and tilt from the spots: Friedel pairs, else the still's lattice.
+
+    Returns ``(geometry, uncertainty_px, tilt_sigma_deg, tilt_determined,
+    method)`` for an answer within ``SPOTS_MAX_SIGMA_PX``, else None; what
+    each fit found goes into ``details``.
+    """
+    from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
+    from napari_xrd.core.beam_center.lattice import find_spot_centroids, lattice_beam_center
+    from napari_xrd.core.progress import check_cancel
+
+    spots = find_spot_centroids(data, valid)
+    details["spots"] = {"n_spots": int(len(spots))}
+    check_cancel(cancel)
+    if pairs:
+        # the pairs' vote finds the centre from far: a wide search costs little
+        fp = friedel_pair_geometry(spots, start, fit_tilt=fit_tilt,
+                                   search_radius_px=max(3 * radius, FRIEDEL_SEARCH_MM / start.pixel_size))
+        if fp is not None:
+            details["friedel_pairs"] = {k: (list(v.beam_center) if k == "geometry" else v) for k, v in fp.items()}
+            strong = (
+                fp["n_pairs"] >= max(MIN_FRIEDEL_PAIRS, MIN_FRIEDEL_FRACTION * fp["n_spots"])
+                and fp["rms_px"] <= SPOTS_MAX_RMS_PX
+                and fp["center_sigma_px"] <= SPOTS_MAX_SIGMA_PX
+            )
+            if strong:
+                tilt_ok = fit_tilt and fp["tilt_sigma_deg"] <= RADIAL_MAX_TILT_SIGMA_DEG
+                return (fp["geometry"], max(fp["center_sigma_px"], 0.02), fp["tilt_sigma_deg"], tilt_ok,
+                        "friedel pairs" if tilt_ok else "friedel pairs (tilt not determined)")
+    check_cancel(cancel)
+    if lattice:
+        lat = lattice_beam_center(data, valid, start, spots=spots, fit_tilt=fit_tilt, search_radius_px=radius,
+                                  max_starts=5 if radius < 20 else 8,
+                                  tilt_search_deg=0.0 if tilt_known else LATTICE_TILT_STEP_DEG, cancel=cancel)
+        if lat is not None:
+            details["lattice"] = {
+                "beam_center_px": list(lat.geometry.beam_center),
+                "pitch_deg": lat.geometry.pitch,
+                "yaw_deg": lat.geometry.yaw,
+                "center_sigma_px": lat.center_sigma_px,
+                "tilt_sigma_deg": lat.tilt_sigma_deg,
+                "rms_px": lat.rms_px,
+                "n_indexed": lat.n_indexed,
+                "cell": [round(v, 2) for v in lat.cell],
+            }
+            if lat.center_sigma_px <= SPOTS_MAX_SIGMA_PX:
+                tilt_ok = fit_tilt and lat.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
+                return (lat.geometry, max(lat.center_sigma_px, 0.02), lat.tilt_sigma_deg, tilt_ok,
+                        "lattice" if tilt_ok else "lattice (tilt not determined)")
+    return None
 
 
 @dataclass
@@ -236,13 +334,14 @@ def estimate_beam_center(
         which affects the tilt's scale but not the centre.
     pixel_mask : (n_slow, n_fast) array_like, optional
         Non-zero where a pixel is not a measurement (gaps, dead, hot...).
-    method : {"auto", "radial", "rings", "friedel", "resnet", "heuristic"}
+    method : {"auto", "radial", "lattice", "friedel", "rings", "resnet", "heuristic"}
         ``"auto"``: coarse start (ResNet if available), then the radial
-        background fit; when the background carries no radial structure
-        (flat or empty frames), Friedel pairs of spots, the beamstop's
-        shadow, and weak guesses (symmetry centre, network, seed-004
-        heuristic) with honest uncertainties.  The others force one
-        estimator.
+        background fit; when the background does not pin the centre (flat
+        or empty frames), the Bragg spots: the still's lattice indexed and
+        refined (``"lattice"``), else Friedel pairs of spots with the tilt
+        (``"friedel"``); then the beamstop's shadow, and weak guesses
+        (symmetry centre, network, seed-004 heuristic) with honest
+        uncertainties.  The others force one estimator.
     model : str
         Beam-centre model name or path for the ResNet (``"default"``).
     fit_tilt : bool
@@ -265,12 +364,7 @@ def estimate_beam_center(
     """
     from napari_xrd.core.beam_center._common import check_image
     from napari_xrd.core.beam_center.beamstop import find_beamstop
-    from napari_xrd.core.beam_center.friedel import (
-        _shadow,
-        centrosymmetry_center,
-        find_peaks_2d,
-        friedel_pairs,
-    )
+    from napari_xrd.core.beam_center.friedel import _shadow, centrosymmetry_center
     from napari_xrd.core.beam_center.heuristic import heuristic_beam_center
     from napari_xrd.core.beam_center.rings import refine_with_rings
     from napari_xrd.core.progress import check_cancel, report
@@ -350,17 +444,27 @@ def estimate_beam_center(
                     rad.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
                 )
                 unc = max(rad.center_sigma_px, 0.02)
+                best = (rad.geometry, unc, rad.tilt_sigma_deg, tilt_ok,
+                        "radial" if tilt_ok else "radial (tilt not determined)")
+                if method == "auto" and rad.center_sigma_px > SPOT_CHECK_SIGMA_PX:
+                    # a smooth background pins the centre less well than its
+                    # curvature says (centre and tilt trade off along a
+                    # valley): the spots, where they index or pair, do better
+                    report(progress, 2, 4, "spots")
+                    t1 = time.perf_counter()
+                    radius = max(3 * rad.center_sigma_px + 2.0, 5.0)
+                    spot = _spot_estimate(data, valid_ns, rad.geometry, radius, fit_tilt=fit_tilt,
+                                          details=details, cancel=cancel)
+                    timings["spots_s"] = time.perf_counter() - t1
+                    if spot is not None and spot[1] < unc:
+                        d = math.dist(spot[0].beam_center, rad.geometry.beam_center)
+                        details["radial"]["distance_to_spots_px"] = d
+                        best = spot
                 timings["total_s"] = time.perf_counter() - t0
                 details["timings"] = timings
                 report(progress, 4, 4, "done")
-                return _result(
-                    rad.geometry,
-                    uncertainty=unc,
-                    tilt_sigma=rad.tilt_sigma_deg,
-                    tilt_ok=tilt_ok,
-                    method="radial" if tilt_ok else "radial (tilt not determined)",
-                    details=details,
-                )
+                g, unc, tsig, tilt_ok, name = best
+                return _result(g, uncertainty=unc, tilt_sigma=tsig, tilt_ok=tilt_ok, method=name, details=details)
         elif method == "radial":
             raise ValueError("too few valid pixels for the radial background fit")
     check_cancel(cancel)
@@ -375,12 +479,6 @@ def estimate_beam_center(
     )
     timings["friedel_s"] = time.perf_counter() - t1
     details["friedel"] = {"beam_center_px": list(sym), **sd}
-    # Bragg spots that pair up about the symmetry centre confirm it
-    peaks = find_peaks_2d(data, valid_ns)
-    _, pairs = friedel_pairs(peaks, sym)
-    details["friedel"].update(pairs)
-    spot_pairs = pairs["n_pairs"] >= max(MIN_FRIEDEL_PAIRS, MIN_FRIEDEL_FRACTION * pairs["n_spots"])
-    symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z or spot_pairs
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
     else:
@@ -389,6 +487,34 @@ def estimate_beam_center(
     bs = find_beamstop(data, valid, pixel_size=geometry.pixel_size, near=near, search_radius_px=reach)
     if bs is not None:
         details["beamstop"] = bs
+    # Bragg spots: index the still's lattice (its origin is the beam), else
+    # Friedel pairs; both refine centre and tilt from spot positions
+    spot = None
+    if method in ("auto", "lattice", "friedel"):
+        report(progress, 2, 4, "spots")
+        t1 = time.perf_counter()
+        heur, _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
+        details["heuristic_beam_center_px"] = list(heur)
+        spot_start, spot_radius, spot_source, tilt_known = _spot_start(geometry, rad, bs, heur)
+        details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "radius_px": spot_radius,
+                                 "from": spot_source}
+        # the lattice fixes the centre only modulo the reflections on the Ewald
+        # sphere (see .lattice): from a far start it answers only where no
+        # other centre within the search fits as well
+        use_lattice = method in ("auto", "lattice")
+        spot = _spot_estimate(data, valid_ns, spot_start, spot_radius, fit_tilt=fit_tilt, details=details,
+                              cancel=cancel, lattice=use_lattice, pairs=method != "lattice",
+                              tilt_known=tilt_known or not fit_tilt)
+        timings["spots_s"] = time.perf_counter() - t1
+    if method == "lattice" and (spot is None or not spot[4].startswith("lattice")):
+        raise ValueError("the spots do not index as one lattice; try method='auto'")
+    if spot is not None:
+        timings["total_s"] = time.perf_counter() - t0
+        details["timings"] = timings
+        report(progress, 4, 4, "done")
+        g, unc, tsig, tilt_ok, name = spot
+        return _result(g, uncertainty=unc, tilt_sigma=tsig, tilt_ok=tilt_ok, method=name, details=details)
+    symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z
     # where the ring search starts: the symmetry centre if the pattern is
     # clearly symmetric, else the network's guess (the beamstop's position is
     # reported in the details only: arms, dead patches and pedestals make it
@@ -459,9 +585,6 @@ def estimate_beam_center(
     if method == "rings":
         raise ValueError("no usable powder or water ring found in the image; try method='friedel'")
     report(progress, 4, 4, "done")
-    if spot_pairs:
-        return _result(geometry.replace(beam_center=sym), uncertainty=sd["uncertainty_px"], tilt_sigma=None,
-                       tilt_ok=False, method="friedel", details=details)
     if bs is not None:
         # the beamstop sits on the beam to within its alignment
         unc = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
@@ -487,7 +610,10 @@ def estimate_beam_center(
                      "resnet (no rings, no beamstop, no pairs)"))
     # the seed-004 heuristic (beamstop rays, centres of mass): tens of pixels
     # (median 45 px, p95 175 px over benchmarks/bench_beam_center.py)
-    (hf, hs), _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
+    if "heuristic_beam_center_px" in details:
+        hf, hs = details["heuristic_beam_center_px"]
+    else:
+        (hf, hs), _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
     weak.append(((hf, hs), HEURISTIC_SIGMA_FRACTION * max(data.shape), "heuristic (no radial background, no beamstop)"))
     if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST:
         # a flat background constrains the radial fit only along a centre-tilt valley

@@ -131,3 +131,41 @@ def binned_geometry(geometry: DetectorGeometry, factor_fast: float, factor_slow:
         pixel_size=geometry.pixel_size * factor_fast,
         beam_center=(bf / factor_fast, bs / factor_slow),
     )
+
+
+def levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h: float = 0.5):
+    """Minimise ``|fun(q)|²`` from ``q = 0`` (q in units where a step of 1 is a sensible difference).
+
+    Central differences with steps of ``h`` units (a large ``h`` averages
+    over the kinks of a binned model).  Stops when no step lowers the cost
+    or every component of a step is below ``tol``.
+
+    Returns
+    -------
+    q : (n,) ndarray
+    jacobian : (m, n) ndarray or None
+        At the last linearisation, per unit of ``q``.
+    """
+    q = np.zeros(n)
+    r = fun(q)
+    c = float(r @ r)
+    lam = 1e-3
+    jac = None
+    for _ in range(max_iter):
+        jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
+        a = jac.T @ jac
+        g = jac.T @ r
+        while True:
+            step = -np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), g)
+            r_new = fun(q + step)
+            c_new = float(r_new @ r_new)
+            if c_new < c:
+                q, r, c = q + step, r_new, c_new
+                lam = max(lam / 5, 1e-6)
+                break
+            lam *= 8
+            if lam > 1e6:
+                return q, jac
+        if np.max(np.abs(step)) < tol:
+            break
+    return q, jac

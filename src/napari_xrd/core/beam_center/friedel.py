@@ -26,8 +26,9 @@ import math
 import numpy as np
 
 from napari_xrd.core.beam_center._common import block_mean, check_image
+from napari_xrd.core.geometry import DetectorGeometry
 
-__all__ = ["centrosymmetry_center", "symmetry_score_map", "find_peaks_2d", "friedel_pairs"]
+__all__ = ["centrosymmetry_center", "symmetry_score_map", "find_peaks_2d", "friedel_pair_geometry"]
 
 
 def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
@@ -291,48 +292,153 @@ def find_peaks_2d(data: np.ndarray, valid: np.ndarray, *, max_peaks: int = 600, 
     return np.stack([(fx + 0.5) * f, (fy + 0.5) * f], axis=1)
 
 
-def friedel_pairs(
-    peaks: np.ndarray, center: tuple[float, float], *, tolerance_px: float = 2.0, max_radius_px: float | None = None
-) -> tuple[tuple[float, float], dict]:
-    """Centre from pairs of spots symmetric about ``center``.
+def _mirror_positions(geometry: DetectorGeometry, spots: np.ndarray) -> np.ndarray:
+    """Where the Friedel mate of each spot would lie: its ray turned by 180° about the beam."""
+    k = geometry.lab_coordinates(spots[:, 0], spots[:, 1]).reshape(-1, 3)
+    k = k * np.array([-1.0, -1.0, 1.0])
+    return geometry.project(k)
 
-    Each spot's mirror ``2c - p`` is looked up among the spots; mutual
-    matches within ``tolerance_px`` are Friedel-pair candidates and the
-    centre becomes the median of their midpoints (iterated twice).
+
+def _pair_up(geometry: DetectorGeometry, spots: np.ndarray, tolerance_px: float, use=None):
+    """Mutual nearest mates within ``tolerance_px``: index arrays ``(i, j)``, ``i < j``."""
+    from scipy.spatial import cKDTree
+
+    idx = np.arange(len(spots)) if use is None else np.flatnonzero(use)
+    if len(idx) < 2:
+        return np.empty(0, int), np.empty(0, int)
+    p = spots[idx]
+    mirrored = _mirror_positions(geometry, p)
+    fin = np.all(np.isfinite(mirrored), axis=1)
+    tree = cKDTree(p)
+    d, j = tree.query(np.where(fin[:, None], mirrored, 1e12), distance_upper_bound=tolerance_px)
+    i = np.flatnonzero(np.isfinite(d) & (j < len(p)))
+    i = i[(j[i] != i)]
+    mutual = j[j[i]] == i if len(i) else np.zeros(0, bool)
+    i = i[mutual]
+    i = i[i < j[i]]
+    return idx[i], idx[j[i]]
+
+
+def friedel_pair_geometry(
+    spots,
+    geometry: DetectorGeometry,
+    *,
+    search_radius_px: float = 30.0,
+    fit_tilt: bool = True,
+    min_pairs: int = 8,
+    max_iter: int = 15,
+):
+    """Beam centre and tilt from Friedel pairs of spots, tilt included.
+
+    A reflection ``h`` and its mate ``-h`` diffract at the same 2θ and at
+    azimuths 180° apart about the beam: their rays are mirror images under
+    ``(x, y, z) → (-x, -y, z)``.  On a tilted detector the two spots are not
+    symmetric about the beam centre in the detector plane (their midpoint is
+    ``≈ D tan²2θ tan τ`` away); this fit predicts each spot's mate through
+    the full geometry.
+
+    1. The centre within ``search_radius_px`` of the start where the
+       midpoints of low-angle spot pairs cluster (a vote; low-angle pairs are
+       the least sensitive to tilt).
+    2. Mutual nearest mates, then Levenberg-Marquardt on beam centre (and
+       pitch, yaw) over the distances between each spot and its partner's
+       predicted mate; pairs left far out are dropped, the pairing is redone
+       with the refined geometry until it no longer changes.
+
+    Parameters
+    ----------
+    spots : (n, 2) ndarray
+        ``(fast, slow)`` centroids, corner convention.
+    geometry : DetectorGeometry
+        Start: distance, wavelength; beam centre within ``search_radius_px``.
+    search_radius_px : float
+    fit_tilt : bool
+    min_pairs : int
 
     Returns
     -------
-    beam_center : (float, float)
-    details : dict
-        ``n_spots``, ``n_pairs``, ``pair_scatter_px`` (robust spread of the
-        midpoints) and ``uncertainty_px``.
+    dict or None
+        ``geometry``, ``center_sigma_px``, ``tilt_sigma_deg``, ``rms_px``,
+        ``n_pairs``, ``n_spots``; None when fewer than ``min_pairs`` pairs
+        are found.
     """
-    from scipy.spatial import cKDTree
+    from scipy.ndimage import gaussian_filter
 
-    c = np.asarray(center, float)
-    n = len(peaks)
-    info = {"n_spots": int(n), "n_pairs": 0, "pair_scatter_px": float("nan"), "uncertainty_px": float("inf")}
-    if n < 4:
-        return (float(c[0]), float(c[1])), info
-    p = peaks
-    if max_radius_px is not None:
-        p = p[np.hypot(*(p - c).T) <= max_radius_px]
-    if len(p) < 4:
-        return (float(c[0]), float(c[1])), info
-    tree = cKDTree(p)
-    mids = np.empty((0, 2))
-    for _ in range(3):
-        d, j = tree.query(2 * c - p, distance_upper_bound=tolerance_px)
-        i = np.flatnonzero(np.isfinite(d))
-        i = i[i < j[i]]  # each pair once, no self-pairs
-        if len(i) < 3:
-            return (float(c[0]), float(c[1])), info
-        mids = 0.5 * (p[i] + p[j[i]])
-        c = np.median(mids, axis=0)
-    scatter = 1.4826 * float(np.median(np.hypot(*(mids - c).T)))
-    info.update(
-        n_pairs=int(len(mids)),
-        pair_scatter_px=scatter,
-        uncertainty_px=float(max(scatter, 0.1) / math.sqrt(len(mids))),
-    )
-    return (float(c[0]), float(c[1])), info
+    from napari_xrd.core.beam_center._common import levenberg_marquardt
+
+    p = np.asarray(spots, float).reshape(-1, 2)
+    n = len(p)
+    if n < 2 * min_pairs:
+        return None
+    c0 = np.array(geometry.beam_center)
+    # 1. vote with the midpoints of low-angle pairs
+    rad = np.hypot(*(p - c0).T)
+    inner = np.flatnonzero(rad <= max(np.quantile(rad, 0.5), np.sort(rad)[min(n - 1, 40)]))[:800]
+    q = p[inner]
+    ii, jj = np.triu_indices(len(q), 1)
+    mid = 0.5 * (q[ii] + q[jj]) - c0
+    near = np.all(np.abs(mid) < search_radius_px, axis=1)
+    if near.sum() < min_pairs:
+        return None
+    nb = int(2 * search_radius_px) + 1
+    hist, xe, ye = np.histogram2d(mid[near, 0], mid[near, 1], bins=nb, range=[[-search_radius_px, search_radius_px]] * 2)
+    hist = gaussian_filter(hist, 1.0)
+    bx, by = np.unravel_index(np.argmax(hist), hist.shape)
+    g = geometry.replace(beam_center=(c0[0] + 0.5 * (xe[bx] + xe[bx + 1]), c0[1] + 0.5 * (ye[by] + ye[by + 1])))
+    # 2. pair and refine
+    n_geo = 4 if fit_tilt else 2
+    unit = np.array([0.25, 0.25, 0.02, 0.02])[:n_geo]
+    # an unknown tilt τ moves a mate by up to D tan²2θ tan τ: allow for 3° on the low-angle spots first
+    tt_in = float(np.max(g.two_theta_at(q[:, 0], q[:, 1])))
+    tol = 4.0 + g.distance * math.tan(tt_in) ** 2 * math.tan(math.radians(3.0)) / g.pixel_size
+    use = np.zeros(n, bool)
+    use[inner] = True
+    state = None
+    for _ in range(6):
+        i, j = _pair_up(g, p, tol, use)
+        if len(i) < min_pairs:
+            return None
+        keep = np.ones(len(i), bool)
+        for _ in range(3):
+            base = np.array([*g.beam_center, g.pitch, g.yaw])[:n_geo]
+            ik, jk = i[keep], j[keep]
+
+            def fun(x, base=base, ik=ik, jk=jk):
+                b = base + x * unit
+                gg = g.replace(beam_center=(b[0], b[1]), **({"pitch": b[2], "yaw": b[3]} if fit_tilt else {}))
+                r = np.concatenate([_mirror_positions(gg, p[ik]) - p[jk], _mirror_positions(gg, p[jk]) - p[ik]])
+                return np.where(np.isfinite(r), r, 1e3).ravel()
+
+            x, jac = levenberg_marquardt(fun, n_geo, max_iter=max_iter, tol=1e-3, h=0.2)
+            res = fun(x).reshape(2, -1, 2)
+            d = np.hypot(res[..., 0], res[..., 1]).max(axis=0)
+            sigma = max(float(np.median(d)) / 1.1774, 0.05)
+            far = d > 3.5 * sigma
+            b = base + x * unit
+            g_new = g.replace(beam_center=(b[0], b[1]), **({"pitch": b[2], "yaw": b[3]} if fit_tilt else {}))
+            if not far.any() or keep.sum() - far.sum() < min_pairs:
+                break
+            kk = np.flatnonzero(keep)
+            keep[kk[far]] = False
+        g = g_new
+        rr = fun(x)
+        dof = max(rr.size - n_geo, 1)
+        s2 = float(rr @ rr) / dof
+        cov = (np.linalg.pinv(jac.T @ jac) * s2) * np.outer(unit, unit) if jac is not None else np.full((n_geo,) * 2, np.inf)
+        pairs = (i[keep], j[keep])
+        done = state is not None and len(state[0]) == len(pairs[0]) and np.array_equal(state[0], pairs[0])
+        state = pairs
+        rms = float(np.sqrt(np.mean(rr**2) * 2))
+        if done:
+            break
+        # all spots, tolerance from the fit's scatter
+        use = np.ones(n, bool)
+        tol = max(3.5 * sigma, 1.0)
+    return {
+        "geometry": g,
+        "center_sigma_px": float(math.sqrt(max(cov[0, 0], 0) + max(cov[1, 1], 0))),
+        "tilt_sigma_deg": float(math.sqrt(max(cov[2, 2], cov[3, 3], 0))) if fit_tilt else float("nan"),
+        "rms_px": rms,
+        "n_pairs": int(len(state[0])),
+        "n_spots": int(n),
+    }

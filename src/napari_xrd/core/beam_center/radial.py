@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from napari_xrd.core.beam_center._common import block_sums
+from napari_xrd.core.beam_center._common import block_sums, levenberg_marquardt
 from napari_xrd.core.geometry import DetectorGeometry
 
 __all__ = ["RadialFit", "fit_radial_background"]
@@ -264,37 +264,6 @@ def _hessian(cost, p, steps):
     return h
 
 
-def _levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h: float = 0.5):
-    """Minimise ``|fun(q)|²`` from ``q = 0`` (q in units where a step of 1 is a sensible difference).
-
-    Central differences with steps of ``h`` units, which average over the
-    kinks of the binned model.  Returns ``(q, jacobian)``.
-    """
-    q = np.zeros(n)
-    r = fun(q)
-    c = float(r @ r)
-    lam = 1e-3
-    jac = None
-    for _ in range(max_iter):
-        jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
-        a = jac.T @ jac
-        g = jac.T @ r
-        while True:
-            step = -np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), g)
-            r_new = fun(q + step)
-            c_new = float(r_new @ r_new)
-            if c_new < c:
-                q, r, c = q + step, r_new, c_new
-                lam = max(lam / 5, 1e-6)
-                break
-            lam *= 8
-            if lam > 1e6:
-                return q, jac
-        if np.max(np.abs(step)) < tol:
-            break
-    return q, jac
-
-
 def _least_squares(model: _Model, p, free, max_iter):
     """Polarisation and profile at ``p``, then Levenberg-Marquardt on the free parameters.
 
@@ -310,7 +279,7 @@ def _least_squares(model: _Model, p, free, max_iter):
         pp[free] = p[free] + q * unit
         return model.residuals(pp)
 
-    q, jac = _levenberg_marquardt(fun, int(free.sum()), max_iter=max_iter)
+    q, jac = levenberg_marquardt(fun, int(free.sum()), max_iter=max_iter)
     out = p.copy()
     out[free] = p[free] + q * unit
     return out, None if jac is None else jac / unit[None, :]
