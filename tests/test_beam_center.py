@@ -269,6 +269,20 @@ def test_beamstop_disc_gives_the_centre_of_a_flat_frame():
     assert abs(bs["radius_px"] - 9.0) < 1.0 and abs(bs["arm_angle_deg"] - 60.0) < 15
     r = estimate_beam_center(img, geometry=true.replace(beam_center=(300.0, 300.0)), pixel_mask=mask)
     assert r.method in ("beamstop", "radial") and center_error(r, true) < 0.5
+    # the disc's centre hidden in a module gap: its edge above and below the gap still pins it
+    mask2 = np.zeros(true.shape, np.uint32)
+    mask2[264:274, :] = GAP
+    img2 = rng.poisson(20.0 * shadow).astype(float)
+    img2[mask2 > 0] = -1
+    bs2 = find_beamstop(img2, mask2 == 0, pixel_size=true.pixel_size, near=(300, 300))
+    assert bs2 is not None
+    assert math.hypot(bs2["beam_center_px"][0] - 331.3, bs2["beam_center_px"][1] - 268.6) < 1.0
+    # a gap crossing with no shadow is no beamstop
+    flat = rng.poisson(np.full(true.shape, 20.0)).astype(float)
+    mask3 = np.zeros(true.shape, np.uint32)
+    mask3[264:274, :] = GAP
+    mask3[:, 320:330] = GAP
+    assert find_beamstop(flat, mask3 == 0, pixel_size=true.pixel_size, near=(325, 269)) is None
     # a dark patch far from the beam is not taken for the beamstop
     far = np.full(true.shape, 20.0)
     far[20:60, 20:60] = 0

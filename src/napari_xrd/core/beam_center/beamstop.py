@@ -88,15 +88,20 @@ def _edge_points(data, valid, center, radius, level, arm_angle):
     pts = []
     for k in range(len(angles)):
         p = prof[k]
-        bad = np.nonzero(~np.isfinite(p))[0]
-        if bad.size:
-            p = p[: bad[0]]  # up to the first masked sample (a gap, a dead pixel)
+        # the first stretch of measured samples: a ray from a centre hidden in
+        # a module gap starts where it leaves the gap
+        fin = np.isfinite(p)
+        if not fin.any():
+            continue
+        start = int(np.argmax(fin))
+        bad = np.nonzero(~fin[start:])[0]
+        p = p[start : start + bad[0]] if bad.size else p[start:]
         above = np.nonzero(p > half)[0]
         if above.size == 0 or above[0] == 0:
-            continue
+            continue  # never leaves the shadow here, or never was in it
         j = above[0]
         t = (half - p[j - 1]) / max(p[j] - p[j - 1], 1e-9)
-        rr = r[j - 1] + t * (r[j] - r[j - 1])
+        rr = r[start + j - 1] + t * (r[start + j] - r[start + j - 1])
         pts.append((center[0] + rr * math.cos(angles[k]), center[1] + rr * math.sin(angles[k])))
     return np.asarray(pts, float).reshape(-1, 2)
 
@@ -163,15 +168,33 @@ def find_beamstop(
     dark, level = _dark_blocks(data, valid, factor)
     if not dark.any():
         return None
-    depth = ndimage.distance_transform_edt(dark)
-    h, w = dark.shape
+    _, n_valid = block_sums(data, valid, factor)
+    hidden = n_valid < 0.5 * factor * factor
     if search_radius_px is None:
         search_radius_px = 0.25 * max(data.shape)
+    # the disc as seen, and with the blocks in gaps counted as shadow (for a
+    # disc whose centre a module gap hides; a candidate still needs dark
+    # blocks of its own)
+    found = [_search(data, valid, dark, shadow, hidden, level, factor, near, search_radius_px)
+             for shadow in (dark, dark | hidden)]
+    found = [f for f in found if f is not None]
+    # the disc is wider than its arm (which a gap across the disc can leave as
+    # the deepest shadow seen)
+    return max(found, key=lambda f: f["radius_px"]) if found else None
+
+
+def _search(data, valid, dark, shadow, hidden, level, factor, near, search_radius_px):
+    """The deepest round shadows near ``near``, refined in turn; the first clean disc or None."""
+    from scipy import ndimage
+
+    depth = ndimage.distance_transform_edt(shadow)
+    depth[hidden & ~ndimage.binary_dilation(dark, iterations=2)] = 0
+    h, w = dark.shape
     if near is not None:
         yy, xx = np.ogrid[:h, :w]
         far = ((xx + 0.5) * factor - near[0]) ** 2 + ((yy + 0.5) * factor - near[1]) ** 2 > search_radius_px**2
         depth[far] = 0
-    for _ in range(5):
+    for _ in range(8):
         i, j = np.unravel_index(int(np.argmax(depth)), depth.shape)
         r_blocks = float(depth[i, j])
         if r_blocks < 1.0:
@@ -181,12 +204,16 @@ def find_beamstop(
         depth[max(0, i - m): i + m + 1, max(0, j - m): j + m + 1] = 0
         if min(i, j, h - 1 - i, w - 1 - j) < r_blocks + 1:
             continue  # a dark border, not a beamstop
+        k = int(math.ceil(r_blocks)) + 1
+        if not dark[i, j] and dark[max(0, i - k): i + k + 1, max(0, j - k): j + k + 1].sum() < 1.0 + 0.2 * r_blocks**2:
+            continue  # mostly gap: not a shadow we can see
         # the dark component around it (disc and arm), in a window
         m = int(4 * r_blocks + 8)
         i0, j0 = max(0, i - m), max(0, j - m)
-        lab, _ = ndimage.label(dark[i0: i + m + 1, j0: j + m + 1], structure=np.ones((3, 3), bool))
+        lab, _ = ndimage.label(shadow[i0: i + m + 1, j0: j + m + 1], structure=np.ones((3, 3), bool))
         component = np.zeros(dark.shape, bool)
         component[i0: i + m + 1, j0: j + m + 1] = lab == lab[i - i0, j - j0]
+        component &= dark  # the arm is sought among the dark blocks only
         found = _refine(data, valid, component, (i, j), r_blocks, factor, float(level[i, j]))
         if found is not None:
             return found

@@ -42,6 +42,9 @@ from napari_xrd.core.beam_center._common import levenberg_marquardt
 from napari_xrd.core.geometry import DetectorGeometry
 
 _DEBUG = False
+
+#: a spot's summed signal over the background's noise below which it is taken as noise
+SPOT_MIN_SNR = 5.0
 __all__ = [
     "spot_centroids",
     "find_spot_centroids",
@@ -55,7 +58,9 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- spots
-def spot_centroids(image, valid, peaks, *, half_width: int = 3, search: int = 3) -> tuple[np.ndarray, np.ndarray]:
+def spot_centroids(
+    image, valid, peaks, *, half_width: int = 3, search: int = 3, min_snr: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
     """Full-resolution centroids of spots near approximate positions.
 
     Parameters
@@ -68,6 +73,10 @@ def spot_centroids(image, valid, peaks, *, half_width: int = 3, search: int = 3)
         The centroid uses a ``(2 half_width + 1)²`` window about the brightest
         pixel found within ``search`` pixels of the peak.
     search : int
+    min_snr : float
+        Keep spots whose summed signal is at least this many times the
+        Poisson noise of the background summed over the window
+        (``sqrt((b + 1) n)``, ``b`` the background per pixel).
 
     Returns
     -------
@@ -112,6 +121,9 @@ def spot_centroids(image, valid, peaks, *, half_width: int = 3, search: int = 3)
     sig = np.clip(wb - bg[:, None, None], 0, None) * inner[None]
     tot = sig.sum(axis=(1, 2))
     keep = whole & (tot > 0)
+    if min_snr > 0:
+        with np.errstate(invalid="ignore"):
+            keep &= tot >= min_snr * np.sqrt((np.clip(bg, 0, None) + 1.0) * inner.sum())
     dy = (ob[None, :, None] * sig).sum(axis=(1, 2))
     dx = (ob[None, None, :] * sig).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -135,17 +147,22 @@ def find_spot_centroids(image, valid) -> np.ndarray:
     :func:`napari_xrd.core.beam_center.friedel.find_peaks_2d` (on a binned
     copy), then :func:`spot_centroids`.
 
+    Spots whose summed signal is below ``SPOT_MIN_SNR`` times the background's
+    noise are dropped: on a nearly empty background the peak search also
+    returns noise.
+
     Returns
     -------
     spots : (n, 2) ndarray
-        ``(fast, slow)``, corner convention, brightest first.
+        ``(fast, slow)``, corner convention, brightest (summed) first.
     """
     from napari_xrd.core.beam_center.friedel import find_peaks_2d
 
     data = np.asarray(image, dtype=np.float32)
     peaks = find_peaks_2d(data, valid)
     f = max(1, int(max(data.shape) // 800))
-    return spot_centroids(data, valid, peaks, half_width=3, search=max(2, f))[0]
+    cen, tot = spot_centroids(data, valid, peaks, half_width=3, search=max(2, f), min_snr=SPOT_MIN_SNR)
+    return cen[np.argsort(tot)[::-1]]
 
 
 # -------------------------------------------------------- reciprocal space
