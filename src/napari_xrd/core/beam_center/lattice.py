@@ -41,8 +41,6 @@ import numpy as np
 from napari_xrd.core.beam_center._common import levenberg_marquardt
 from napari_xrd.core.geometry import DetectorGeometry
 
-_DEBUG = False
-
 #: a spot's summed signal over the background's noise below which it is taken as noise
 SPOT_MIN_SNR = 5.0
 __all__ = [
@@ -308,7 +306,6 @@ def index_reciprocal_lattice(
             if not any(_parallel(a, c[0]) for c in refined):
                 refined.append((a, q))
     refined = sorted(refined, key=lambda t: -t[1])[:n_candidates]
-    if _DEBUG: print("  candidates", len(cands), "refined", len(refined), [round(q, 2) for _, q in refined[:8]])
     if len(refined) < 3:
         return None, np.zeros((n, 3), int), np.zeros(n, bool)
     vecs = np.array([v for v, _ in refined])
@@ -519,9 +516,6 @@ def _refine_lattice(spots, g, basis, sel, *, fit_tilt, tolerance, min_indexed):
         m_all, dist = _nearest_indices(g, b_mat, spots)
         sel_new = dist < max(3.5 * sigma, 0.5)
         fit = (g, b_mat, cov, rms, int(use.sum()))
-        if _DEBUG:
-            print("  round", rnd, "ok", int(ok.sum()), "used", int(use.sum()), "rms", round(rms, 3), "centre",
-                  np.round(g.beam_center, 2), "tilt", round(g.pitch, 2), round(g.yaw, 2), "new sel", int(sel_new.sum()))
         if np.array_equal(sel_new, sel):
             break
         sel = sel_new
