@@ -95,6 +95,18 @@ RADIAL_MIN_CONTRAST = 0.2
 RADIAL_MAX_TILT_SIGMA_DEG = 0.3
 
 
+def _fit_details(g: DetectorGeometry, center_sigma_px: float, tilt_sigma_deg: float, **extra) -> dict:
+    """What one estimator found, for ``details``: centre, tilt, their 1σ, and ``extra``."""
+    return {
+        "beam_center_px": list(g.beam_center),
+        "pitch_deg": g.pitch,
+        "yaw_deg": g.yaw,
+        "center_sigma_px": center_sigma_px,
+        "tilt_sigma_deg": tilt_sigma_deg,
+        **extra,
+    }
+
+
 def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, str, bool]:
     """Start for the spot-based fits, how far from it the centre may be (pixels), where from, and whether its tilt is known.
 
@@ -154,16 +166,8 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
                                   max_starts=5 if radius < 20 else 8,
                                   tilt_search_deg=0.0 if tilt_known else LATTICE_TILT_STEP_DEG, cancel=cancel)
         if lat is not None:
-            details["lattice"] = {
-                "beam_center_px": list(lat.geometry.beam_center),
-                "pitch_deg": lat.geometry.pitch,
-                "yaw_deg": lat.geometry.yaw,
-                "center_sigma_px": lat.center_sigma_px,
-                "tilt_sigma_deg": lat.tilt_sigma_deg,
-                "rms_px": lat.rms_px,
-                "n_indexed": lat.n_indexed,
-                "cell": [round(v, 2) for v in lat.cell],
-            }
+            details["lattice"] = _fit_details(lat.geometry, lat.center_sigma_px, lat.tilt_sigma_deg, rms_px=lat.rms_px,
+                                              n_indexed=lat.n_indexed, cell=[round(v, 2) for v in lat.cell])
             if lat.center_sigma_px <= SPOTS_MAX_SIGMA_PX:
                 tilt_ok = fit_tilt and lat.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
                 return (lat.geometry, max(lat.center_sigma_px, 0.02), lat.tilt_sigma_deg, tilt_ok,
@@ -421,19 +425,15 @@ def estimate_beam_center(
         check_cancel(cancel)
         timings["radial_s"] = time.perf_counter() - t1
         if rad is not None:
-            details["radial"] = {
-                "beam_center_px": list(rad.geometry.beam_center),
-                "pitch_deg": rad.geometry.pitch,
-                "yaw_deg": rad.geometry.yaw,
-                "center_sigma_px": rad.center_sigma_px,
-                "tilt_sigma_deg": rad.tilt_sigma_deg,
-                "contrast": rad.contrast,
-                "chi2": rad.chi2,
-                "quadrant_spread_px": rad.quadrant_spread_px,
-                "non_radial": rad.non_radial,
-                "blocks": rad.n_blocks,
-                "block_px": rad.factor,
-            }
+            details["radial"] = _fit_details(
+                rad.geometry, rad.center_sigma_px, rad.tilt_sigma_deg,
+                contrast=rad.contrast,
+                chi2=rad.chi2,
+                quadrant_spread_px=rad.quadrant_spread_px,
+                non_radial=rad.non_radial,
+                blocks=rad.n_blocks,
+                block_px=rad.factor,
+            )
             ok = (
                 math.isfinite(rad.center_sigma_px)
                 and rad.center_sigma_px <= RADIAL_MAX_SIGMA_PX
