@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 
 from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
-from napari_xrd.core.beam_center.lattice import (
-    index_reciprocal_lattice,
-    lattice_beam_center,
-    predict_spot_positions,
-    reciprocal_vectors,
-    spot_centroids,
-)
+from napari_xrd.core.beam_center.indexing import index_reciprocal_lattice, predict_spot_positions, reciprocal_vectors
+from napari_xrd.core.beam_center.lattice import lattice_beam_center
+from napari_xrd.core.beam_center.spots import spot_centroids
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.simulate.crystal import random_orientation
 from napari_xrd.core.simulate.still import predict_reflections

@@ -139,7 +139,8 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
     each fit found goes into ``details``.
     """
     from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
-    from napari_xrd.core.beam_center.lattice import find_spot_centroids, lattice_beam_center
+    from napari_xrd.core.beam_center.lattice import lattice_beam_center
+    from napari_xrd.core.beam_center.spots import find_spot_centroids
     from napari_xrd.core.progress import check_cancel
 
     spots = find_spot_centroids(data, valid)

@@ -4,11 +4,12 @@ A still shows the reciprocal-lattice points ``r = B m`` (``m`` integer) that
 lie on the Ewald sphere.  A spot at detector position ``p`` maps, through a
 trial geometry, to ``r(p) = (k̂(p) - ŝ0) / λ``.  With the right geometry the
 ``r`` form a lattice *that contains the origin*; a wrong beam centre
-translates them (to first order), which no lattice basis can absorb.  So:
+translates them (to first order), which no lattice basis absorbs unless the
+translation is itself a lattice vector (see below).  So:
 
 1. **Spots**: bright compact maxima, centroided at full resolution
-   (:func:`spot_centroids`).
-2. **Index** without a known cell (:func:`index_reciprocal_lattice`): the
+   (:mod:`.spots`).
+2. **Index** without a known cell (:func:`.indexing.index_reciprocal_lattice`): the
    Fourier transform ``F(a) = Σ exp(2πi a·r)`` is large for real-space
    lattice vectors ``a``.  It is searched along many directions with
    histogram FFTs (the 1-D method of Steller, Bolotovsky and Rossmann, 1997),
@@ -29,6 +30,17 @@ translates them (to first order), which no lattice basis can absorb.  So:
 background at all, so it answers on flat and spot-only frames; it fails
 (returns None) on patterns that do not index (too few spots, several
 lattices, powder).
+
+What the lattice does not fix
+    Put the beam on the ray of an excited reflection ``-g`` and turn the
+    detector by that reflection's 2θ: the spots then index as the same
+    lattice shifted by ``g``, and the pattern predicted is the same.  So the
+    spots fix the centre only modulo the positions of reflections on the
+    Ewald sphere.  A start (the beamstop's disc, a radial fit) decides; an
+    alternative within the search radius that is not ruled out (an
+    observed spot there cannot be the direct beam; a position on open
+    pixels would show the direct beam when the answer itself is hidden in a
+    gap or shadow) becomes the answer's uncertainty.
 """
 
 from __future__ import annotations
@@ -39,306 +51,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_xrd.core.beam_center._common import levenberg_marquardt
+from napari_xrd.core.beam_center.indexing import (
+    cell_parameters,
+    index_reciprocal_lattice,
+    predict_spot_positions,
+    reciprocal_vectors,
+)
+from napari_xrd.core.beam_center.spots import find_spot_centroids
 from napari_xrd.core.geometry import DetectorGeometry
 
-#: a spot's summed signal over the background's noise below which it is taken as noise
-SPOT_MIN_SNR = 5.0
-__all__ = [
-    "spot_centroids",
-    "find_spot_centroids",
-    "reciprocal_vectors",
-    "predict_spot_positions",
-    "index_reciprocal_lattice",
-    "refine_still_geometry",
-    "lattice_beam_center",
-    "LatticeFit",
-]
+__all__ = ["refine_still_geometry", "lattice_beam_center", "LatticeFit"]
 
 
-# ---------------------------------------------------------------- spots
-def spot_centroids(
-    image, valid, peaks, *, half_width: int = 3, search: int = 3, min_snr: float = 0.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Full-resolution centroids of spots near approximate positions.
-
-    Parameters
-    ----------
-    image : (n_slow, n_fast) ndarray
-    valid : (n_slow, n_fast) bool ndarray
-    peaks : (n, 2) ndarray
-        Approximate ``(fast, slow)`` positions (corner convention).
-    half_width : int
-        The centroid uses a ``(2 half_width + 1)²`` window about the brightest
-        pixel found within ``search`` pixels of the peak.
-    search : int
-    min_snr : float
-        Keep spots whose summed signal is at least this many times the
-        Poisson noise of the background summed over the window
-        (``sqrt((b + 1) n)``, ``b`` the background per pixel).
-
-    Returns
-    -------
-    centroids : (m, 2) ndarray
-        ``(fast, slow)``, corner convention, for the spots whose window is
-        whole and valid.
-    intensity : (m,) ndarray
-        Background-subtracted summed counts in the window.
-    """
-    data = np.asarray(image, dtype=np.float32)
-    n_slow, n_fast = data.shape
-    p = np.asarray(peaks, float).reshape(-1, 2)
-    if len(p) == 0:
-        return np.empty((0, 2)), np.empty(0)
-    big = half_width + search
-    r0 = np.floor(p[:, 1]).astype(int)
-    c0 = np.floor(p[:, 0]).astype(int)
-    ok = (r0 >= 2 * big) & (r0 < n_slow - 2 * big) & (c0 >= 2 * big) & (c0 < n_fast - 2 * big)
-    r0, c0 = r0[ok], c0[ok]
-    # brightest pixel near the peak
-    o = np.arange(-search, search + 1)
-    win = data[r0[:, None, None] + o[None, :, None], c0[:, None, None] + o[None, None, :]]
-    vwin = valid[r0[:, None, None] + o[None, :, None], c0[:, None, None] + o[None, None, :]]
-    flat = np.where(vwin, win, -np.inf).reshape(len(r0), -1)
-    k = np.argmax(flat, axis=1)
-    r0 = r0 + k // len(o) - search
-    c0 = c0 + k % len(o) - search
-    # background: median of a ring around the centroid window
-    ob = np.arange(-big, big + 1)
-    rb = r0[:, None, None] + ob[None, :, None]
-    cb = c0[:, None, None] + ob[None, None, :]
-    wb = data[rb, cb]
-    vb = valid[rb, cb]
-    ring = (np.abs(ob)[:, None] > half_width) | (np.abs(ob)[None, :] > half_width)
-    ring_vals = np.where(vb & ring[None], wb, np.nan).reshape(len(r0), -1)
-    has_ring = np.any(np.isfinite(ring_vals), axis=1)
-    bg = np.full(len(r0), np.nan)
-    if has_ring.any():
-        bg[has_ring] = np.nanmedian(ring_vals[has_ring], axis=1)
-    inner = ~ring
-    whole = np.all(vb[:, inner], axis=1) & np.isfinite(bg)
-    sig = np.clip(wb - bg[:, None, None], 0, None) * inner[None]
-    tot = sig.sum(axis=(1, 2))
-    keep = whole & (tot > 0)
-    if min_snr > 0:
-        with np.errstate(invalid="ignore"):
-            keep &= tot >= min_snr * np.sqrt((np.clip(bg, 0, None) + 1.0) * inner.sum())
-    dy = (ob[None, :, None] * sig).sum(axis=(1, 2))
-    dx = (ob[None, None, :] * sig).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        fast = c0 + 0.5 + dx / tot
-        slow = r0 + 0.5 + dy / tot
-    cen = np.stack([fast, slow], axis=1)[keep]
-    # one spot found twice (two nearby peaks): keep the first
-    if len(cen) > 1:
-        from scipy.spatial import cKDTree
-
-        pairs = cKDTree(cen).query_pairs(1.0, output_type="ndarray")
-        drop = np.zeros(len(cen), bool)
-        drop[pairs[:, 1]] = True
-        return cen[~drop], tot[keep][~drop]
-    return cen, tot[keep]
-
-
-def find_spot_centroids(image, valid) -> np.ndarray:
-    """Bright compact maxima of a frame, centroided at full resolution.
-
-    :func:`napari_xrd.core.beam_center.friedel.find_peaks_2d` (on a binned
-    copy), then :func:`spot_centroids`.
-
-    Spots whose summed signal is below ``SPOT_MIN_SNR`` times the background's
-    noise are dropped: on a nearly empty background the peak search also
-    returns noise.
-
-    Returns
-    -------
-    spots : (n, 2) ndarray
-        ``(fast, slow)``, corner convention, brightest (summed) first.
-    """
-    from napari_xrd.core.beam_center.friedel import find_peaks_2d
-
-    data = np.asarray(image, dtype=np.float32)
-    peaks = find_peaks_2d(data, valid)
-    f = max(1, int(max(data.shape) // 800))
-    cen, tot = spot_centroids(data, valid, peaks, half_width=3, search=max(2, f), min_snr=SPOT_MIN_SNR)
-    return cen[np.argsort(tot)[::-1]]
-
-
-# -------------------------------------------------------- reciprocal space
-def reciprocal_vectors(geometry: DetectorGeometry, fast, slow) -> np.ndarray:
-    """Scattering vectors ``r = (k̂ - ŝ0) / λ`` (Å⁻¹, lab frame) of detector points.
-
-    Returns
-    -------
-    r : (n, 3) ndarray
-        On the Ewald sphere of radius ``1/λ`` centred at ``-s0``.
-    """
-    xyz = geometry.lab_coordinates(fast, slow).reshape(-1, 3)
-    k = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
-    k[:, 2] -= 1.0
-    return k / geometry.wavelength
-
-
-def predict_spot_positions(geometry: DetectorGeometry, r) -> np.ndarray:
-    """Detector positions of reciprocal-lattice points turned onto the Ewald sphere.
-
-    Each ``r`` keeps its length and azimuth: ``2θ = 2 asin(λ|r|/2)``,
-    ``φ = atan2(r_y, r_x)``.
-
-    Returns
-    -------
-    fast_slow : (n, 2) ndarray, NaN where the ray misses the detector plane
-    """
-    r = np.asarray(r, float).reshape(-1, 3)
-    s = np.linalg.norm(r, axis=1)
-    tt = 2.0 * np.arcsin(np.clip(geometry.wavelength * s / 2.0, 0.0, 1.0))
-    phi = np.arctan2(r[:, 1], r[:, 0])
-    st = np.sin(tt)
-    k = np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(tt)], axis=1)
-    return geometry.project(k)
-
-
-# ------------------------------------------------------------- indexing
-def _directions(step_rad: float) -> np.ndarray:
-    """Nearly uniform unit vectors on a hemisphere (z ≥ 0), ``step_rad`` apart."""
-    n = int(2 * math.pi / step_rad**2)
-    i = np.arange(n) + 0.5
-    z = 1.0 - i / n  # uniform in z on the hemisphere
-    phi = i * math.pi * (3.0 - math.sqrt(5.0))
-    rho = np.sqrt(1.0 - z * z)
-    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
-
-
-def _transform(a, r, w=None):
-    """``Σ w exp(2πi a·r)`` for each row of ``a`` (m, 3)."""
-    ph = 2 * np.pi * (a @ r.T)
-    if w is None:
-        return np.exp(1j * ph).sum(axis=1)
-    return (np.exp(1j * ph) * w[None, :]).sum(axis=1)
-
-
-def _refine_vector(a, r, tol=0.2, rounds=3):
-    """Least-squares real-space vector ``a`` so that ``a·r - φ`` is integer for the spots it indexes."""
-    for _ in range(rounds):
-        f = _transform(a[None], r)[0]
-        off = np.angle(f) / (2 * np.pi)
-        x = r @ a - off
-        n = np.round(x)
-        sel = np.abs(x - n) < tol
-        if sel.sum() < 6:
-            return a, 0.0
-        A = np.column_stack([r[sel], np.ones(sel.sum())])
-        sol, *_ = np.linalg.lstsq(A, n[sel], rcond=None)
-        a = sol[:3]
-    f = _transform(a[None], r)[0]
-    return a, abs(f) / len(r)
-
-
-def index_reciprocal_lattice(
-    r,
-    *,
-    min_cell: float = 15.0,
-    max_cell: float = 250.0,
-    step_deg: float = 1.5,
-    n_candidates: int = 30,
-    tolerance: float = 0.2,
-):
-    """Real-space basis of the lattice that best indexes scattering vectors.
-
-    Parameters
-    ----------
-    r : (n, 3) ndarray
-        Scattering vectors (Å⁻¹); the lattice may be translated (wrong beam
-        centre) by up to a fraction of a cell.
-    min_cell, max_cell : float
-        Range of real-space vector lengths searched, Å.
-    step_deg : float
-        Angular step of the direction search.
-    n_candidates : int
-        Best distinct vectors kept for the basis search.
-    tolerance : float
-        A spot is indexed when all three ``a_i·r - φ_i`` lie within this of
-        integers.
-
-    Returns
-    -------
-    basis : (3, 3) ndarray or None
-        Rows are real-space vectors ``a, b, c`` (Å).
-    indices : (n, 3) int ndarray
-        ``m = round(basis @ r - φ)``.
-    indexed : (n,) bool ndarray
-    """
-    r = np.asarray(r, float)
-    n = len(r)
-    if n < 10:
-        return None, np.zeros((n, 3), int), np.zeros(n, bool)
-    dirs = _directions(math.radians(step_deg))
-    r_max = float(np.max(np.linalg.norm(r, axis=1)))
-    bw = 1.0 / (4.0 * max_cell)
-    n_bins = int(2 ** math.ceil(math.log2(2 * r_max / bw + 8)))
-    lo_k = max(1, int(math.floor(min_cell * n_bins * bw)))
-    hi_k = min(n_bins // 2, int(math.ceil(max_cell * n_bins * bw)) + 1)
-    best_amp = np.empty(len(dirs))
-    best_len = np.empty(len(dirs))
-    for s in range(0, len(dirs), 1500):
-        d = dirs[s : s + 1500]
-        x = r @ d.T  # (n, m)
-        idx = np.floor((x + r_max) / bw).astype(np.int64) + np.arange(d.shape[0])[None, :] * n_bins
-        h = np.bincount(idx.ravel(), minlength=d.shape[0] * n_bins).reshape(d.shape[0], n_bins)
-        amp = np.abs(np.fft.rfft(h.astype(np.float32), axis=1))[:, lo_k:hi_k]
-        # the fundamental: the shortest length whose peak is near the best one
-        top = amp.max(axis=1)
-        first = np.argmax(amp >= 0.8 * top[:, None], axis=1)
-        best_amp[s : s + d.shape[0]] = amp[np.arange(d.shape[0]), first]
-        best_len[s : s + d.shape[0]] = (first + lo_k) / (n_bins * bw)
-    order = np.argsort(best_amp)[::-1]
-    cands = []
-    for i in order[: 40 * n_candidates]:
-        a = dirs[i] * best_len[i]
-        if any(_parallel(a, c) for c in cands):
-            continue
-        cands.append(a)
-        if len(cands) >= 2 * n_candidates:
-            break
-    refined = []
-    for a in cands:
-        a, q = _refine_vector(a, r, tolerance)
-        if q > 0.25 and min_cell * 0.8 <= np.linalg.norm(a) <= max_cell * 1.2:
-            if not any(_parallel(a, c[0]) for c in refined):
-                refined.append((a, q))
-    refined = sorted(refined, key=lambda t: -t[1])[:n_candidates]
-    if len(refined) < 3:
-        return None, np.zeros((n, 3), int), np.zeros(n, bool)
-    vecs = np.array([v for v, _ in refined])
-    off = np.angle(_transform(vecs, r)) / (2 * np.pi)
-    x = vecs @ r.T - off[:, None]
-    near = np.abs(x - np.round(x)) < tolerance  # (m, n)
-    m = len(vecs)
-    ii, jj, kk = np.array([(i, j, k) for i in range(m) for j in range(i + 1, m) for k in range(j + 1, m)]).T
-    vol = np.abs(np.einsum("ij,ij->i", vecs[ii], np.cross(vecs[jj], vecs[kk])))
-    lens = np.linalg.norm(vecs, axis=1)
-    flatness = vol / (lens[ii] * lens[jj] * lens[kk])
-    frac = (near[ii] & near[jj] & near[kk]).mean(axis=1)
-    ok = flatness > 0.2
-    if not ok.any():
-        return None, np.zeros((n, 3), int), np.zeros(n, bool)
-    # most spots indexed; among near-ties the smallest cell
-    score = np.where(ok, frac, -1.0)
-    good = ok & (score >= score.max() - 0.03)
-    t = np.flatnonzero(good)[np.argmin(vol[good])]
-    basis = vecs[[ii[t], jj[t], kk[t]]]
-    xb = basis @ r.T - off[[ii[t], jj[t], kk[t]], None]
-    indices = np.round(xb).T.astype(int)
-    indexed = np.all(np.abs(xb - np.round(xb)) < tolerance, axis=0)
-    return basis, indices, indexed
-
-
-def _parallel(a, b, cos_min=0.9995):
-    """Same direction (or opposite) and similar length, or one a multiple of the other."""
-    c = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b))
-    return c > cos_min
-
-
-# ------------------------------------------------------------ refinement
 @dataclass
 class LatticeFit:
     """Result of :func:`lattice_beam_center`.
@@ -368,16 +92,6 @@ class LatticeFit:
     n_indexed: int
     reciprocal_basis: np.ndarray = field(repr=False)
     cell: tuple = ()
-
-
-def _cell(basis):
-    a, b, c = basis
-    la, lb, lc = (float(np.linalg.norm(v)) for v in (a, b, c))
-
-    def ang(u, v):
-        return math.degrees(math.acos(float(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))))
-
-    return (la, lb, lc, ang(b, c), ang(a, c), ang(a, b))
 
 
 def refine_still_geometry(
@@ -652,8 +366,8 @@ def lattice_beam_center(
         are kept.
     spots : (n, 2) ndarray, optional
         Spot centroids ``(fast, slow)`` (corner convention); found with
-        :func:`napari_xrd.core.beam_center.friedel.find_peaks_2d` and
-        :func:`spot_centroids` otherwise.
+        :func:`napari_xrd.core.beam_center.spots.find_spot_centroids`
+        otherwise.
     fit_tilt : bool
     max_cell : float
         Longest real-space cell edge searched, Å.
@@ -730,10 +444,11 @@ def lattice_beam_center(
     # reflections whose spots are not seen (hidden in a gap or behind the
     # beamstop, or too weak), and the other equally good fits
     alts = [np.array(f[0].beam_center) for f in good[1:] if not _on_a_spot(f[0].beam_center, spots)]
-    # (a reflection left unseen on open pixels is no alternative: the direct
-    # beam would show there)
+    # (when the answer lies in a gap or a shadow, a reflection left unseen on
+    # open pixels is no alternative: the direct beam would show there)
+    hidden_answer = _hidden(c_fit, valid)
     alts += [p for p in _excited_reflections(g, b_mat, spots, rms, start, radius)
-             if not _on_a_spot(p, spots) and _hidden(p, valid)]
+             if not _on_a_spot(p, spots) and (_hidden(p, valid) or not hidden_answer)]
     others = [d for d in (math.hypot(*(a - c_fit)) for a in alts) if d > 3.0]
     ambiguity = min(others) if others else 0.0
     if _on_a_spot(c_fit, spots):
@@ -742,5 +457,5 @@ def lattice_beam_center(
     t_sig = float(math.sqrt(max(cov[2, 2], cov[3, 3], 0))) if fit_tilt else float("nan")
     return LatticeFit(
         geometry=g, center_sigma_px=c_sig, tilt_sigma_deg=t_sig, rms_px=rms, n_spots=n, n_indexed=n_ok,
-        reciprocal_basis=b_mat, cell=_cell(np.linalg.inv(b_mat)),
+        reciprocal_basis=b_mat, cell=cell_parameters(np.linalg.inv(b_mat)),
     )

@@ -1,0 +1,209 @@
+"""A still's spots in reciprocal space, and indexing them without a known cell.
+
+A spot at detector position ``p`` maps, through a geometry, to the
+scattering vector ``r(p) = (k̂(p) - ŝ0) / λ`` on the Ewald sphere
+(:func:`reciprocal_vectors`); :func:`predict_spot_positions` is the inverse
+for lattice points turned onto the sphere (the stills model of DIALS and of
+:mod:`napari_xrd.core.simulate.still`).
+
+:func:`index_reciprocal_lattice` finds the real-space basis: the Fourier
+transform ``F(a) = Σ exp(2πi a·r)`` is large for real-space lattice vectors
+``a``; it is searched along many directions with histogram FFTs (the 1-D
+method of Steller, Bolotovsky and Rossmann, 1997), the best vectors are
+refined, and the three that index most spots with the smallest cell become
+the basis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from napari_xrd.core.geometry import DetectorGeometry
+
+__all__ = ["reciprocal_vectors", "predict_spot_positions", "index_reciprocal_lattice", "cell_parameters"]
+
+
+def reciprocal_vectors(geometry: DetectorGeometry, fast, slow) -> np.ndarray:
+    """Scattering vectors ``r = (k̂ - ŝ0) / λ`` (Å⁻¹, lab frame) of detector points.
+
+    Returns
+    -------
+    r : (n, 3) ndarray
+        On the Ewald sphere of radius ``1/λ`` centred at ``-s0``.
+    """
+    xyz = geometry.lab_coordinates(fast, slow).reshape(-1, 3)
+    k = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+    k[:, 2] -= 1.0
+    return k / geometry.wavelength
+
+
+def predict_spot_positions(geometry: DetectorGeometry, r) -> np.ndarray:
+    """Detector positions of reciprocal-lattice points turned onto the Ewald sphere.
+
+    Each ``r`` keeps its length and azimuth: ``2θ = 2 asin(λ|r|/2)``,
+    ``φ = atan2(r_y, r_x)``.
+
+    Returns
+    -------
+    fast_slow : (n, 2) ndarray, NaN where the ray misses the detector plane
+    """
+    r = np.asarray(r, float).reshape(-1, 3)
+    s = np.linalg.norm(r, axis=1)
+    tt = 2.0 * np.arcsin(np.clip(geometry.wavelength * s / 2.0, 0.0, 1.0))
+    phi = np.arctan2(r[:, 1], r[:, 0])
+    st = np.sin(tt)
+    k = np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(tt)], axis=1)
+    return geometry.project(k)
+
+
+def _directions(step_rad: float) -> np.ndarray:
+    """Nearly uniform unit vectors on a hemisphere (z ≥ 0), ``step_rad`` apart."""
+    n = int(2 * math.pi / step_rad**2)
+    i = np.arange(n) + 0.5
+    z = 1.0 - i / n  # uniform in z on the hemisphere
+    phi = i * math.pi * (3.0 - math.sqrt(5.0))
+    rho = np.sqrt(1.0 - z * z)
+    return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
+
+
+def _transform(a, r, w=None):
+    """``Σ w exp(2πi a·r)`` for each row of ``a`` (m, 3)."""
+    ph = 2 * np.pi * (a @ r.T)
+    if w is None:
+        return np.exp(1j * ph).sum(axis=1)
+    return (np.exp(1j * ph) * w[None, :]).sum(axis=1)
+
+
+def _refine_vector(a, r, tol=0.2, rounds=3):
+    """Least-squares real-space vector ``a`` so that ``a·r - φ`` is integer for the spots it indexes."""
+    for _ in range(rounds):
+        f = _transform(a[None], r)[0]
+        off = np.angle(f) / (2 * np.pi)
+        x = r @ a - off
+        n = np.round(x)
+        sel = np.abs(x - n) < tol
+        if sel.sum() < 6:
+            return a, 0.0
+        A = np.column_stack([r[sel], np.ones(sel.sum())])
+        sol, *_ = np.linalg.lstsq(A, n[sel], rcond=None)
+        a = sol[:3]
+    f = _transform(a[None], r)[0]
+    return a, abs(f) / len(r)
+
+
+def index_reciprocal_lattice(
+    r,
+    *,
+    min_cell: float = 15.0,
+    max_cell: float = 250.0,
+    step_deg: float = 1.5,
+    n_candidates: int = 30,
+    tolerance: float = 0.2,
+):
+    """Real-space basis of the lattice that best indexes scattering vectors.
+
+    Parameters
+    ----------
+    r : (n, 3) ndarray
+        Scattering vectors (Å⁻¹); the lattice may be translated (wrong beam
+        centre) by up to a fraction of a cell.
+    min_cell, max_cell : float
+        Range of real-space vector lengths searched, Å.
+    step_deg : float
+        Angular step of the direction search.
+    n_candidates : int
+        Best distinct vectors kept for the basis search.
+    tolerance : float
+        A spot is indexed when all three ``a_i·r - φ_i`` lie within this of
+        integers.
+
+    Returns
+    -------
+    basis : (3, 3) ndarray or None
+        Rows are real-space vectors ``a, b, c`` (Å).
+    indices : (n, 3) int ndarray
+        ``m = round(basis @ r - φ)``.
+    indexed : (n,) bool ndarray
+    """
+    r = np.asarray(r, float)
+    n = len(r)
+    if n < 10:
+        return None, np.zeros((n, 3), int), np.zeros(n, bool)
+    dirs = _directions(math.radians(step_deg))
+    r_max = float(np.max(np.linalg.norm(r, axis=1)))
+    bw = 1.0 / (4.0 * max_cell)
+    n_bins = int(2 ** math.ceil(math.log2(2 * r_max / bw + 8)))
+    lo_k = max(1, int(math.floor(min_cell * n_bins * bw)))
+    hi_k = min(n_bins // 2, int(math.ceil(max_cell * n_bins * bw)) + 1)
+    best_amp = np.empty(len(dirs))
+    best_len = np.empty(len(dirs))
+    for s in range(0, len(dirs), 1500):
+        d = dirs[s : s + 1500]
+        x = r @ d.T  # (n, m)
+        idx = np.floor((x + r_max) / bw).astype(np.int64) + np.arange(d.shape[0])[None, :] * n_bins
+        h = np.bincount(idx.ravel(), minlength=d.shape[0] * n_bins).reshape(d.shape[0], n_bins)
+        amp = np.abs(np.fft.rfft(h.astype(np.float32), axis=1))[:, lo_k:hi_k]
+        # the fundamental: the shortest length whose peak is near the best one
+        top = amp.max(axis=1)
+        first = np.argmax(amp >= 0.8 * top[:, None], axis=1)
+        best_amp[s : s + d.shape[0]] = amp[np.arange(d.shape[0]), first]
+        best_len[s : s + d.shape[0]] = (first + lo_k) / (n_bins * bw)
+    order = np.argsort(best_amp)[::-1]
+    cands = []
+    for i in order[: 40 * n_candidates]:
+        a = dirs[i] * best_len[i]
+        if any(_parallel(a, c) for c in cands):
+            continue
+        cands.append(a)
+        if len(cands) >= 2 * n_candidates:
+            break
+    refined = []
+    for a in cands:
+        a, q = _refine_vector(a, r, tolerance)
+        if q > 0.25 and min_cell * 0.8 <= np.linalg.norm(a) <= max_cell * 1.2:
+            if not any(_parallel(a, c[0]) for c in refined):
+                refined.append((a, q))
+    refined = sorted(refined, key=lambda t: -t[1])[:n_candidates]
+    if len(refined) < 3:
+        return None, np.zeros((n, 3), int), np.zeros(n, bool)
+    vecs = np.array([v for v, _ in refined])
+    off = np.angle(_transform(vecs, r)) / (2 * np.pi)
+    x = vecs @ r.T - off[:, None]
+    near = np.abs(x - np.round(x)) < tolerance  # (m, n)
+    m = len(vecs)
+    ii, jj, kk = np.array([(i, j, k) for i in range(m) for j in range(i + 1, m) for k in range(j + 1, m)]).T
+    vol = np.abs(np.einsum("ij,ij->i", vecs[ii], np.cross(vecs[jj], vecs[kk])))
+    lens = np.linalg.norm(vecs, axis=1)
+    flatness = vol / (lens[ii] * lens[jj] * lens[kk])
+    frac = (near[ii] & near[jj] & near[kk]).mean(axis=1)
+    ok = flatness > 0.2
+    if not ok.any():
+        return None, np.zeros((n, 3), int), np.zeros(n, bool)
+    # most spots indexed; among near-ties the smallest cell
+    score = np.where(ok, frac, -1.0)
+    good = ok & (score >= score.max() - 0.03)
+    t = np.flatnonzero(good)[np.argmin(vol[good])]
+    basis = vecs[[ii[t], jj[t], kk[t]]]
+    xb = basis @ r.T - off[[ii[t], jj[t], kk[t]], None]
+    indices = np.round(xb).T.astype(int)
+    indexed = np.all(np.abs(xb - np.round(xb)) < tolerance, axis=0)
+    return basis, indices, indexed
+
+
+def _parallel(a, b, cos_min=0.9995):
+    """Same direction (or opposite) and similar length, or one a multiple of the other."""
+    c = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b))
+    return c > cos_min
+
+
+def cell_parameters(basis):
+    """``a, b, c`` (Å) and ``α, β, γ`` (°) of a real-space basis (rows)."""
+    a, b, c = basis
+    la, lb, lc = (float(np.linalg.norm(v)) for v in (a, b, c))
+
+    def ang(u, v):
+        return math.degrees(math.acos(float(np.clip(u @ v / np.linalg.norm(u) / np.linalg.norm(v), -1, 1))))
+
+    return (la, lb, lc, ang(b, c), ang(a, c), ang(a, b))
