@@ -288,3 +288,20 @@ def test_beamstop_disc_gives_the_centre_of_a_flat_frame():
     far[20:60, 20:60] = 0
     assert find_beamstop(rng.poisson(far).astype(float), np.ones(true.shape, bool), pixel_size=0.3,
                          near=(310, 290), search_radius_px=100) is None
+
+
+def test_ring_cross_check_refits_centre_and_tilt_from_a_radial_start():
+    # the check that runs when a radial fit on sharp (ice) rings is unsure:
+    # traced ridges from the radial geometry, refitted with the tilt
+    from napari_xrd.core.beam_center import _ring_check
+
+    true = small_geometry(pitch=1.5, yaw=-1.0)
+    img, mask = render_frame(true, water=0.3, ice=3.0, n_spots=30, gaps=False, counts=150, seed=21)
+    start = true.replace(beam_center=(true.beam_center[0] + 1.0, true.beam_center[1] - 0.8), pitch=1.0, yaw=-0.5)
+    details = {}
+    out = _ring_check(img, (mask == 0) & (img >= 0), start, details)
+    assert out is not None and out[4] == "rings" and out[3]
+    g = out[0]
+    assert math.hypot(g.beam_center[0] - true.beam_center[0], g.beam_center[1] - true.beam_center[1]) < 0.3
+    assert abs(g.pitch - 1.5) < 0.15 and abs(g.yaw + 1.0) < 0.15
+    assert details["rings"]["n_rings"] >= 2

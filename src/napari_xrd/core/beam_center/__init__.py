@@ -107,6 +107,25 @@ def _fit_details(g: DetectorGeometry, center_sigma_px: float, tilt_sigma_deg: fl
     }
 
 
+def _ring_check(data, valid, start: DetectorGeometry, details: dict):
+    """Rings traced about a radial fit's geometry and fitted with the tilt, as a cross-check.
+
+    Returns ``(geometry, uncertainty_px, tilt_sigma_deg, True, "rings")``
+    when at least two rings pin centre and tilt, else None.
+    """
+    from napari_xrd.core.beam_center.rings import refine_with_rings
+
+    min_tt = math.atan(0.03 * max(data.shape) * start.pixel_size / start.distance)
+    fit = refine_with_rings(data, valid, start, fit_tilt=True, recentre=False, min_two_theta=min_tt)
+    if fit is None:
+        return None
+    details["rings"] = _fit_details(fit.geometry, fit.center_sigma_px, fit.tilt_sigma_deg,
+                                    n_rings=len(fit.two_theta), rms_px=fit.rms_px)
+    if len(fit.two_theta) < 2 or not fit.tilt_determined or not math.isfinite(fit.center_sigma_px):
+        return None
+    return fit.geometry, max(fit.center_sigma_px, 0.02), fit.tilt_sigma_deg, True, "rings"
+
+
 def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, str, bool]:
     """Start for the spot-based fits, how far from it the centre may be (pixels), where from, and whether its tilt is known.
 
@@ -461,6 +480,15 @@ def estimate_beam_center(
                         d = math.dist(spot[0].beam_center, rad.geometry.beam_center)
                         details["radial"]["distance_to_spots_px"] = d
                         best = spot
+                    elif rad.sharp and fit_tilt:
+                        # sharp rings (ice) the radial fit had to clip grains
+                        # of: their traced ridges can pin the centre better
+                        check_cancel(cancel)
+                        t1 = time.perf_counter()
+                        rings = _ring_check(data, valid_ns, rad.geometry, details)
+                        timings["rings_s"] = time.perf_counter() - t1
+                        if rings is not None and rings[1] < unc:
+                            best = rings
                 timings["total_s"] = time.perf_counter() - t0
                 details["timings"] = timings
                 report(progress, 4, 4, "done")

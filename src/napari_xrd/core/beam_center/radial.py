@@ -75,6 +75,9 @@ class RadialFit:
         structure that is not a function of 2θ about any centre.
     factor : int
         Binning factor.
+    sharp : bool
+        The last pass ran on small blocks where the profile is steep: the
+        image holds rings sharper than the coarse blocks (ice, powder).
     """
 
     geometry: DetectorGeometry
@@ -86,6 +89,7 @@ class RadialFit:
     factor: int
     quadrant_spread_px: float = 0.0
     non_radial: bool = False
+    sharp: bool = False
 
 
 class _Sums:
@@ -497,4 +501,5 @@ def fit_radial_background(
         chi2=chi2,
         n_blocks=int(model.keep.sum()),
         factor=model.factor,
+        sharp=sharp,
     )
