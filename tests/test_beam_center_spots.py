@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
-from napari_xrd.core.beam_center.indexing import index_reciprocal_lattice, predict_spot_positions, reciprocal_vectors
+from napari_xrd.core.beam_center.indexing import index_reciprocal_lattice
 from napari_xrd.core.beam_center.lattice import lattice_beam_center
 from napari_xrd.core.beam_center.spots import spot_centroids
 from napari_xrd.core.geometry import DetectorGeometry
@@ -103,18 +103,18 @@ def still():
     return true, spots, refl
 
 
-def test_reciprocal_vectors_invert_the_spot_prediction(still):
+def test_scattering_vectors_invert_the_still_spot_prediction(still):
     true, _, refl = still
     p = np.stack([refl["fast"], refl["slow"]], axis=1)
-    r = reciprocal_vectors(true, p[:, 0], p[:, 1])
-    back = predict_spot_positions(true, r)
+    r = true.scattering_vectors(p[:, 0], p[:, 1])
+    back = true.still_spot_positions(r)
     assert np.allclose(back, p, atol=1e-6)
     assert np.allclose(np.linalg.norm(r, axis=1), 1.0 / refl["d"], rtol=1e-6)
 
 
 def test_indexing_finds_the_cell(still):
     true, spots, _ = still
-    r = reciprocal_vectors(true, spots[:, 0], spots[:, 1])
+    r = true.scattering_vectors(spots[:, 0], spots[:, 1])
     basis, indices, indexed = index_reciprocal_lattice(r)
     assert basis is not None
     assert indexed.mean() > 0.8

@@ -59,6 +59,8 @@ __all__ = [
     "rotation_matrix",
     "d_spacing_from_two_theta",
     "two_theta_from_d_spacing",
+    "ray_direction",
+    "still_ray",
 ]
 
 
@@ -109,6 +111,44 @@ def d_spacing_from_two_theta(two_theta, wavelength: float):
     with np.errstate(divide="ignore"):
         out = wavelength / (2.0 * np.sin(tt / 2.0))
     return out if out.ndim else float(out)
+
+
+def ray_direction(two_theta, azimuth) -> np.ndarray:
+    """Unit vectors (lab frame) of scattered rays at 2θ and azimuth (radians).
+
+    Returns
+    -------
+    ray : ndarray, shape ``broadcast(two_theta, azimuth).shape + (3,)``
+    """
+    st = np.sin(two_theta)
+    return np.stack([st * np.cos(azimuth), st * np.sin(azimuth), np.cos(two_theta)], axis=-1)
+
+
+def still_ray(r, wavelength: float):
+    """Where a reciprocal-lattice point diffracts in a still (the stills model of DIALS).
+
+    The point ``r`` (Å⁻¹, lab frame, no 2π), which may lie off the Ewald
+    sphere, is turned onto it about the axis normal to ``r`` and the beam:
+    it keeps its length and azimuth, so it diffracts at
+    ``2θ = 2 asin(λ|r|/2)`` and ``φ = atan2(r_y, r_x)``.
+
+    Parameters
+    ----------
+    r : (..., 3) array_like
+    wavelength : float
+        Å.
+
+    Returns
+    -------
+    two_theta, azimuth : ndarray, shape ``r.shape[:-1]``
+        Radians.
+    ray : ndarray, shape ``r.shape``
+        Unit vectors of the diffracted rays.
+    """
+    r = np.asarray(r, dtype=float)
+    two_theta = 2.0 * np.arcsin(np.clip(wavelength * np.linalg.norm(r, axis=-1) / 2.0, 0.0, 1.0))
+    azimuth = np.arctan2(r[..., 1], r[..., 0])
+    return two_theta, azimuth, ray_direction(two_theta, azimuth)
 
 
 @dataclass(frozen=True)
@@ -311,6 +351,30 @@ class DetectorGeometry:
             [u / self.pixel_size + self.beam_center[0], v / self.pixel_size + self.beam_center[1]],
             axis=-1,
         )
+
+    def scattering_vectors(self, fast, slow) -> np.ndarray:
+        """Scattering vectors ``r = (k̂ - ŝ0) / λ`` (Å⁻¹, lab frame, no 2π) of detector points.
+
+        They lie on the Ewald sphere; :meth:`still_spot_positions` is the
+        inverse for reciprocal-lattice points.
+
+        Returns
+        -------
+        r : (n, 3) ndarray
+        """
+        xyz = self.lab_coordinates(fast, slow).reshape(-1, 3)
+        k = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
+        k[:, 2] -= 1.0
+        return k / self.wavelength
+
+    def still_spot_positions(self, r) -> np.ndarray:
+        """Detector positions of reciprocal-lattice points ``r`` (n, 3) in a still (see :func:`still_ray`).
+
+        Returns
+        -------
+        fast_slow : (n, 2) ndarray, NaN where the ray misses the detector plane
+        """
+        return self.project(still_ray(np.asarray(r, float).reshape(-1, 3), self.wavelength)[2])
 
     # -------------------------------------------------------------- per pixel
     def pixel_centers(self) -> tuple[np.ndarray, np.ndarray]:

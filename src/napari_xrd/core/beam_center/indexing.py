@@ -2,8 +2,9 @@
 
 A spot at detector position ``p`` maps, through a geometry, to the
 scattering vector ``r(p) = (k̂(p) - ŝ0) / λ`` on the Ewald sphere
-(:func:`reciprocal_vectors`); :func:`predict_spot_positions` is the inverse
-for lattice points turned onto the sphere (the stills model of DIALS and of
+(:meth:`DetectorGeometry.scattering_vectors`);
+:meth:`DetectorGeometry.still_spot_positions` is the inverse for lattice
+points turned onto the sphere (the stills model of DIALS and of
 :mod:`napari_xrd.core.simulate.still`).
 
 :func:`index_reciprocal_lattice` finds the real-space basis: the Fourier
@@ -20,42 +21,8 @@ import math
 
 import numpy as np
 
-from napari_xrd.core.geometry import DetectorGeometry
 
-__all__ = ["reciprocal_vectors", "predict_spot_positions", "index_reciprocal_lattice", "cell_parameters"]
-
-
-def reciprocal_vectors(geometry: DetectorGeometry, fast, slow) -> np.ndarray:
-    """Scattering vectors ``r = (k̂ - ŝ0) / λ`` (Å⁻¹, lab frame) of detector points.
-
-    Returns
-    -------
-    r : (n, 3) ndarray
-        On the Ewald sphere of radius ``1/λ`` centred at ``-s0``.
-    """
-    xyz = geometry.lab_coordinates(fast, slow).reshape(-1, 3)
-    k = xyz / np.linalg.norm(xyz, axis=1, keepdims=True)
-    k[:, 2] -= 1.0
-    return k / geometry.wavelength
-
-
-def predict_spot_positions(geometry: DetectorGeometry, r) -> np.ndarray:
-    """Detector positions of reciprocal-lattice points turned onto the Ewald sphere.
-
-    Each ``r`` keeps its length and azimuth: ``2θ = 2 asin(λ|r|/2)``,
-    ``φ = atan2(r_y, r_x)``.
-
-    Returns
-    -------
-    fast_slow : (n, 2) ndarray, NaN where the ray misses the detector plane
-    """
-    r = np.asarray(r, float).reshape(-1, 3)
-    s = np.linalg.norm(r, axis=1)
-    tt = 2.0 * np.arcsin(np.clip(geometry.wavelength * s / 2.0, 0.0, 1.0))
-    phi = np.arctan2(r[:, 1], r[:, 0])
-    st = np.sin(tt)
-    k = np.stack([st * np.cos(phi), st * np.sin(phi), np.cos(tt)], axis=1)
-    return geometry.project(k)
+__all__ = ["index_reciprocal_lattice", "cell_parameters"]
 
 
 def _directions(step_rad: float) -> np.ndarray:
@@ -68,12 +35,9 @@ def _directions(step_rad: float) -> np.ndarray:
     return np.stack([rho * np.cos(phi), rho * np.sin(phi), z], axis=1)
 
 
-def _transform(a, r, w=None):
-    """``Σ w exp(2πi a·r)`` for each row of ``a`` (m, 3)."""
-    ph = 2 * np.pi * (a @ r.T)
-    if w is None:
-        return np.exp(1j * ph).sum(axis=1)
-    return (np.exp(1j * ph) * w[None, :]).sum(axis=1)
+def _transform(a, r):
+    """``Σ exp(2πi a·r)`` for each row of ``a`` (m, 3)."""
+    return np.exp(2j * np.pi * (a @ r.T)).sum(axis=1)
 
 
 def _refine_vector(a, r, tol=0.2, rounds=3):

@@ -51,12 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from napari_xrd.core.beam_center._common import levenberg_marquardt
-from napari_xrd.core.beam_center.indexing import (
-    cell_parameters,
-    index_reciprocal_lattice,
-    predict_spot_positions,
-    reciprocal_vectors,
-)
+from napari_xrd.core.beam_center.indexing import cell_parameters, index_reciprocal_lattice
 from napari_xrd.core.beam_center.spots import find_spot_centroids
 from napari_xrd.core.geometry import DetectorGeometry
 
@@ -134,7 +129,7 @@ def refine_still_geometry(
 
     def fun(q):
         g, b = unpack(q)
-        pred = predict_spot_positions(g, m @ b.T)
+        pred = g.still_spot_positions(m @ b.T)
         res = (spots - pred).ravel()
         return np.where(np.isfinite(res), res, 1e3)
 
@@ -163,7 +158,7 @@ def _origin_candidates(geometry, basis, spots, radius_px, tolerance, max_candida
     lies inside the radius is scored by the fraction of spots that index
     (all ``|a_j·r - round| < tolerance``) with ``r`` recomputed there.
     """
-    r = reciprocal_vectors(geometry, spots[:, 0], spots[:, 1])
+    r = geometry.scattering_vectors(spots[:, 0], spots[:, 1])
     ph = np.angle(np.exp(2j * np.pi * (basis @ r.T)).sum(axis=1)) / (2 * np.pi)
     scale = geometry.distance * geometry.wavelength / geometry.pixel_size  # px per Å⁻¹
     t_max = radius_px / scale
@@ -178,7 +173,7 @@ def _origin_candidates(geometry, basis, spots, radius_px, tolerance, max_candida
         return [], []
     scores = []
     for c in centres:
-        rc = reciprocal_vectors(geometry.replace(beam_center=tuple(c)), spots[:, 0], spots[:, 1])
+        rc = geometry.replace(beam_center=tuple(c)).scattering_vectors(spots[:, 0], spots[:, 1])
         x = basis @ rc.T
         scores.append(float(np.mean(np.all(np.abs(x - np.round(x)) < tolerance, axis=0))))
     out, out_scores = [], []
@@ -200,7 +195,7 @@ def _refine_lattice(spots, g, basis, sel, *, fit_tilt, tolerance, min_indexed):
     fit = None
     for rnd in range(5):
         if rnd == 0:
-            r_all = reciprocal_vectors(g, spots[:, 0], spots[:, 1])
+            r_all = g.scattering_vectors(spots[:, 0], spots[:, 1])
             xa = basis @ r_all.T
             m_all = np.round(xa).T
             ok = sel & np.all(np.abs(xa - m_all.T) < tolerance, axis=0)
@@ -257,7 +252,7 @@ def _lattice_fits(spots, g, radius, *, fit_tilt, max_cell, tolerance, min_indexe
     inner = tt <= lim
     if inner.sum() < min_indexed:
         inner = tt <= np.quantile(tt, 0.9)
-    r = reciprocal_vectors(g, spots[inner, 0], spots[inner, 1])
+    r = g.scattering_vectors(spots[inner, 0], spots[inner, 1])
     basis, _, _ = index_reciprocal_lattice(r, max_cell=max_cell, tolerance=tolerance)
     if basis is None:
         return []
@@ -314,18 +309,18 @@ def _excited_reflections(geometry, b_mat, spots, rms, centre, radius_px):
     r = r[(np.linalg.norm(r, axis=1) <= r_lim) & (np.abs(np.linalg.norm(r + s0, axis=1) - 1.0 / lam) <= eps_max)]
     if len(r) == 0:
         return np.empty((0, 2))
-    pos = predict_spot_positions(geometry, r)
+    pos = geometry.still_spot_positions(r)
     pos = pos[np.all(np.isfinite(pos), axis=1)]
     return pos[np.hypot(*(pos - c).T) <= radius_px]
 
 
 def _nearest_indices(geometry, b_mat, spots):
     """For each spot, the index among the 27 about ``round(B⁻¹ r)`` whose prediction lies nearest; and that distance."""
-    r = reciprocal_vectors(geometry, spots[:, 0], spots[:, 1])
+    r = geometry.scattering_vectors(spots[:, 0], spots[:, 1])
     m0 = np.round(np.linalg.solve(b_mat, r.T).T)
     shifts = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], float)
     m = m0[:, None, :] + shifts[None]  # (n, 27, 3)
-    pred = predict_spot_positions(geometry, m.reshape(-1, 3) @ b_mat.T).reshape(len(spots), 27, 2)
+    pred = geometry.still_spot_positions(m.reshape(-1, 3) @ b_mat.T).reshape(len(spots), 27, 2)
     d = np.hypot(*(spots[:, None, :] - pred).transpose(2, 0, 1))
     d = np.where(np.isfinite(d), d, np.inf)
     best = np.argmin(d, axis=1)

@@ -46,7 +46,7 @@ import math
 
 import numpy as np
 
-from napari_xrd.core.geometry import DetectorGeometry
+from napari_xrd.core.geometry import DetectorGeometry, ray_direction, still_ray
 
 __all__ = [
     "predict_reflections",
@@ -86,11 +86,6 @@ def _excitation_sigma(r_len, wavelength, mosaicity_deg, bandpass, domain_size):
     s_bw = bandpass * FWHM_TO_SIGMA
     s_dom = 0.0 if not domain_size else 1.0 / domain_size
     return np.sqrt((r_len * s_eta) ** 2 + (wavelength * r_len**2 / 2.0 * s_bw) ** 2 + s_dom**2 + 1e-12)
-
-
-def _ray(two_theta, azimuth):
-    st = np.sin(two_theta)
-    return np.stack([st * np.cos(azimuth), st * np.sin(azimuth), np.cos(two_theta)], axis=-1)
 
 
 def predict_reflections(
@@ -216,9 +211,7 @@ def predict_reflections(
         r = _rotate(r, axis, phi[keep])  # the orientation at which the reflection diffracts
         lorentz = lorentz[keep]
 
-    two_theta = 2.0 * np.arcsin(np.clip(lam * r_len / 2.0, 0.0, 1.0))
-    azimuth = np.arctan2(r[:, 1], r[:, 0])
-    ray = _ray(two_theta, azimuth)
+    two_theta, azimuth, ray = still_ray(r, lam)
     if lorentz is None:
         lorentz = 1.0 / np.maximum(np.sin(two_theta), _MIN_SIN_2THETA)
     fs = geometry.project(ray)
@@ -275,9 +268,9 @@ def spot_covariance(
     tt = np.asarray(two_theta, float)
     az = np.asarray(azimuth, float)
     h = 1e-4
-    p0 = geometry.project(_ray(tt, az))
-    p_t = geometry.project(_ray(tt + h, az))
-    p_a = geometry.project(_ray(tt, az + h))
+    p0 = geometry.project(ray_direction(tt, az))
+    p_t = geometry.project(ray_direction(tt + h, az))
+    p_a = geometry.project(ray_direction(tt, az + h))
     jac = np.stack([(p_t - p0) / h, (p_a - p0) / h], axis=-1)  # (n, 2 [fs], 2 [tt, az])
     s_eta = math.radians(mosaicity_deg) * FWHM_TO_SIGMA
     s_div = math.radians(divergence_deg) * FWHM_TO_SIGMA
