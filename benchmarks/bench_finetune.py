@@ -22,24 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-
-def shifted_frames(n, seed0):
-    from napari_xrd.core.detectors import DetectorModel
-    from napari_xrd.core.simulate import random_still
-
-    det = DetectorModel("pad512", 512, 512, 0.172, 512, 512, 0, 0)
-    out, i = [], 0
-    while len(out) < n:
-        s = random_still(seed0 + i, detector=det, shape=None, anomalies=["strong_background"], style="realistic",
-                         distance_range_mm=(100.0, 250.0))
-        i += 1
-        # frames with something to find; frames where spots cover over 5 % of the
-        # detector (a huge random cell at short distance) are not what a beamline records
-        if 40 <= s.spot_mask.sum() <= 0.05 * s.spot_mask.size:
-            out.append(s)
-    return out
 
 
 def main() -> None:
@@ -52,14 +34,13 @@ def main() -> None:
     ks = [int(k) for k in args.ks.split(",")]
 
     from napari_xrd.core.corrections import CorrectionStore, make_correction
-    from napari_xrd.core.dataset import DatasetWriter
     from napari_xrd.core.models.weights import load_model
     from napari_xrd.core.training.finetune import finetune
-    from napari_xrd.core.training.finetune_spots import evaluate_on_examples
+    from napari_xrd.core.training.finetune_spots import evaluate_on_examples, shifted_domain_stills
 
     t0 = time.time()
-    held = shifted_frames(args.heldout, 10_000)
-    pool = shifted_frames(max(ks), 20_000)
+    held = shifted_domain_stills(args.heldout, 10_000)
+    pool = shifted_domain_stills(max(ks), 20_000)
     print(f"simulated {len(held)} held-out + {len(pool)} correction frames in {time.time() - t0:.0f} s")
     base, card = load_model("default", task="spots", device="cpu")
     held_ex = [s.to_example() for s in held]

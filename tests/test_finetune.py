@@ -142,31 +142,15 @@ def test_train_spots_from_corrections_cli(tmp_path, monkeypatch, capsys):
     assert find_model("default", task="spots").name == shipped.name  # --no-promote
 
 
-def _shifted_domain(n, seed0):
-    """Frames the shipped model never saw: a gapless 512² detector, strong background, 100-250 mm."""
-    from napari_xrd.core.detectors import DetectorModel
-    from napari_xrd.core.simulate import random_still
-
-    det = DetectorModel("pad512", 512, 512, 0.172, 512, 512, 0, 0)
-    out, i = [], 0
-    while len(out) < n:
-        s = random_still(seed0 + i, detector=det, shape=None, anomalies=["strong_background"], style="realistic",
-                         distance_range_mm=(100.0, 250.0))
-        i += 1
-        if 40 <= s.spot_mask.sum() <= 0.05 * s.spot_mask.size:
-            out.append(s)
-    return out
-
-
 @pytest.mark.slow
 def test_finetuning_on_a_shifted_domain_improves_held_out_frames(tmp_path, monkeypatch):
     from napari_xrd.core.models.weights import load_model
-    from napari_xrd.core.training.finetune_spots import evaluate_on_examples
+    from napari_xrd.core.training.finetune_spots import evaluate_on_examples, shifted_domain_stills
 
     monkeypatch.setenv("NAPARI_XRD_HOME", str(tmp_path / "home"))
-    held = [s.to_example() for s in _shifted_domain(12, 10_000)]
+    held = [s.to_example() for s in shifted_domain_stills(12, 10_000)]
     store = CorrectionStore(tmp_path / "store")
-    for j, s in enumerate(_shifted_domain(20, 20_000)):
+    for j, s in enumerate(shifted_domain_stills(20, 20_000)):
         store.save(make_correction(s.image, source_file=f"/beamline/x_{j:05d}.cbf", pixel_mask=s.pixel_mask,
                                    spot_mask=s.spot_mask))
     base, _ = load_model("default", task="spots", device="cpu")

@@ -60,12 +60,12 @@ FRIEDEL_SEARCH_MM = 10.0
 #: robust z-score of the symmetry peak above which the pattern counts as centrosymmetric
 MIN_SYMMETRY_Z = 8.0
 
-#: spot pairs about the symmetry centre that confirm it
+#: Friedel pairs that a pair fit needs to answer
 MIN_FRIEDEL_PAIRS = 8
 
-#: ... and the fraction of the spots they must make up: a still's spots are
-#: nearly symmetric about where a zone axis meets the detector, which is not
-#: the beam centre, and a few pairs about such a point are common
+#: ... and the fraction of the spots they must make up: a few chance pairs
+#: (and a still's near-symmetry about where a zone axis meets the detector)
+#: must not pass for the beam's mates
 MIN_FRIEDEL_FRACTION = 0.1
 
 #: detector tilt (deg) allowed for in the centre's uncertainty when the image cannot show it

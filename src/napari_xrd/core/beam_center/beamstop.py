@@ -11,7 +11,9 @@ with that uncertainty.
 for shadow), takes the deepest point of the largest one (its arm is narrower
 than the disc, so it does not attract it), and refines the disc's centre on
 full-resolution pixels by fitting a circle to its edge, leaving out the
-direction of the arm.
+direction of the arm.  A disc whose centre a module gap hides is found by a
+second search in which the gap's blocks count as shadow; its edge is traced
+from where each ray leaves the gap.
 """
 
 from __future__ import annotations
@@ -156,8 +158,6 @@ def find_beamstop(
         ``edge_points`` and ``edge_rms_px`` of the circle fit.  None when no
         round, photon-significant shadow is found.
     """
-    from scipy import ndimage
-
     data = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, bool)
     factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
