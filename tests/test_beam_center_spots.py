@@ -188,3 +188,31 @@ def test_flat_still_with_a_beamstop_answers_from_its_lattice(still):
     assert err(r.geometry, true) < 0.2 and r.uncertainty_px < 0.3
     assert abs(r.pitch_deg - true.pitch) < 0.2 and abs(r.yaw_deg - true.yaw) < 0.2
     assert r.details["lattice"]["n_indexed"] > 0.5 * len(spots)
+
+
+def test_flat_still_without_a_beamstop_is_never_confidently_wrong(still):
+    """No beamstop, no background: the spots fix the centre only modulo the
+    reflections on the Ewald sphere.  The answer is a centre the lattice
+    allows, chosen nearest the start, with the alternatives' spacing as its
+    uncertainty, or a confident lattice fit that is right."""
+    from napari_xrd.core.beam_center import estimate_beam_center
+
+    true, spots, refl = still
+    rng = np.random.default_rng(11)
+    n = true.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    img = np.full(true.shape, 8.0)
+    for f, s in np.stack([refl["fast"], refl["slow"]], axis=1):
+        r0, c0 = int(s), int(f)
+        sl = (slice(max(r0 - 4, 0), r0 + 5), slice(max(c0 - 4, 0), c0 + 5))
+        img[sl] += 300 * rng.uniform(0.3, 1.0) * np.exp(-((xx[sl] - f) ** 2 + (yy[sl] - s) ** 2) / (2 * 0.8**2))
+    img = rng.poisson(img).astype(np.float32)
+    header = true.replace(beam_center=(true.beam_center[0] - 20, true.beam_center[1] + 15), pitch=0.0, yaw=0.0)
+    r = estimate_beam_center(img, geometry=header)
+    e = err(r.geometry, true)
+    assert r.method.startswith("lattice") or r.method.startswith("friedel pairs"), r.method
+    assert e < 0.3 or r.uncertainty_px > e
+    if "ambiguous" in r.method:
+        assert r.uncertainty_px > 1.0 and not r.tilt_determined
+        heuristic = r.details["heuristic_beam_center_px"]
+        assert e <= 2 * math.dist(heuristic, true.beam_center) + 0.3

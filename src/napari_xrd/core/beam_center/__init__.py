@@ -126,11 +126,12 @@ def _ring_check(data, valid, start: DetectorGeometry, details: dict):
     return fit.geometry, max(fit.center_sigma_px, 0.02), fit.tilt_sigma_deg, True, "rings"
 
 
-def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, str, bool]:
-    """Start for the spot-based fits, how far from it the centre may be (pixels), where from, and whether its tilt is known.
+def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, float, str, bool]:
+    """Start for the spot-based fits, its 1-σ and how far from it the centre may be (pixels), where from, and whether its tilt is known.
 
     The beamstop's disc (within 3σ of its alignment), else a weak radial fit
-    (3σ), else the seed-004 heuristic (``SPOT_SEARCH_MM``).  The tilt comes
+    (3σ, when that is narrower than the heuristic's reach), else the seed-004
+    heuristic (``SPOT_SEARCH_MM``).  The tilt comes
     from the radial fit where it pinned it to within a degree.
     """
     g = geometry
@@ -139,14 +140,17 @@ def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[Detecto
     if bs is not None:
         sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / px, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
         g, radius, source = g.replace(beam_center=tuple(bs["beam_center_px"])), 3 * sigma + 2, "beamstop"
-    elif rad_ok and rad.center_sigma_px < 1.0 / px:
-        g, radius, source = g.replace(beam_center=rad.geometry.beam_center), max(3 * rad.center_sigma_px, 5.0), "radial"
+    elif rad_ok and 3 * rad.center_sigma_px < SPOT_SEARCH_MM / px:
+        # even a loose radial fit beats the heuristic's tens of pixels
+        sigma = rad.center_sigma_px
+        g, radius, source = g.replace(beam_center=rad.geometry.beam_center), max(3 * sigma, 5.0), "radial"
     else:
+        sigma = HEURISTIC_SIGMA_FRACTION * max(geometry.shape)
         g, radius, source = g.replace(beam_center=tuple(heuristic)), SPOT_SEARCH_MM / px, "heuristic"
     tilt_known = rad_ok and math.isfinite(rad.tilt_sigma_deg) and rad.tilt_sigma_deg < 1.0
     if tilt_known:
         g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
-    return g, radius, source, tilt_known
+    return g, sigma, radius, source, tilt_known
 
 
 def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
@@ -524,9 +528,9 @@ def estimate_beam_center(
         t1 = time.perf_counter()
         heur, _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
         details["heuristic_beam_center_px"] = list(heur)
-        spot_start, spot_radius, spot_source, tilt_known = _spot_start(geometry, rad, bs, heur)
-        details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "radius_px": spot_radius,
-                                 "from": spot_source}
+        spot_start, start_sigma, spot_radius, spot_source, tilt_known = _spot_start(geometry, rad, bs, heur)
+        details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "sigma_px": start_sigma,
+                                 "radius_px": spot_radius, "from": spot_source}
         # the lattice fixes the centre only modulo the reflections on the Ewald
         # sphere (see .lattice): from a far start it answers only where no
         # other centre within the search fits as well
@@ -617,6 +621,13 @@ def estimate_beam_center(
     if bs is not None:
         # the beamstop sits on the beam to within its alignment
         unc = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= 0.05:
+            # a radial fit too faint to answer still says where the beam is
+            # not: a disc far from it (a dark patch, another shadow) is unsure
+            d = math.dist(bs["beam_center_px"], rad.geometry.beam_center)
+            details["beamstop"]["distance_to_radial_px"] = d
+            if d > 3 * math.hypot(unc, rad.center_sigma_px):
+                unc = max(unc, d)
         return _result(geometry.replace(beam_center=tuple(bs["beam_center_px"])), uncertainty=unc, tilt_sigma=None,
                        tilt_ok=False, method="beamstop", details=details)
     if method == "friedel":
@@ -647,6 +658,18 @@ def estimate_beam_center(
     if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST:
         # a flat background constrains the radial fit only along a centre-tilt valley
         weak.append((tuple(rad.geometry.beam_center), max(3.0 * rad.center_sigma_px, 5.0), "radial (weak)"))
+    lat = details.get("lattice")
+    if lat is not None and math.isfinite(lat["center_sigma_px"]):
+        # a lattice that indexes but allows other centres within the search
+        # (reflections on the Ewald sphere whose spots are unseen): of the
+        # centres consistent with every spot, the one nearest the start.
+        # When the truth is inside the search it is one of those centres, so
+        # the answer is no further from it than twice the start's error, and
+        # exact when the start is nearer the truth than half the centres'
+        # spacing: no less sure than the start, preferred to it on a tie
+        sigma = max(details["spot_start"]["sigma_px"], 1.0)
+        details["lattice"]["nearest_other_centre_px"] = lat["center_sigma_px"]
+        weak.insert(0, (tuple(lat["beam_center_px"]), sigma, "lattice (ambiguous: other centres fit the spots as well)"))
     c, unc, name = min(weak, key=lambda w: w[1])
     return _result(geometry.replace(beam_center=tuple(c)), uncertainty=unc, tilt_sigma=None, tilt_ok=False,
                    method=name, details=details)

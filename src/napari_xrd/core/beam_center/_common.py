@@ -133,12 +133,13 @@ def binned_geometry(geometry: DetectorGeometry, factor_fast: float, factor_slow:
     )
 
 
-def levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h: float = 0.5):
+def levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h: float = 0.5, jacobian=None):
     """Minimise ``|fun(q)|²`` from ``q = 0`` (q in units where a step of 1 is a sensible difference).
 
     Central differences with steps of ``h`` units (a large ``h`` averages
-    over the kinks of a binned model).  Stops when no step lowers the cost
-    or every component of a step is below ``tol``.
+    over the kinks of a binned model), unless ``jacobian(q)`` gives the
+    ``(m, n)`` Jacobian itself.  Stops when no step lowers the cost or every
+    component of a step is below ``tol``.
 
     Returns
     -------
@@ -152,7 +153,10 @@ def levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h
     lam = 1e-3
     jac = None
     for _ in range(max_iter):
-        jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
+        if jacobian is not None:
+            jac = jacobian(q)
+        else:
+            jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
         a = jac.T @ jac
         g = jac.T @ r
         while True:

@@ -133,7 +133,24 @@ def refine_still_geometry(
         res = (spots - pred).ravel()
         return np.where(np.isfinite(res), res, 1e3)
 
-    q, jac = levenberg_marquardt(fun, len(p0), max_iter=max_iter, tol=1e-3, h=0.1)
+    h = 0.1
+    dr = h * 1e-3 * scale_b  # Å⁻¹: the step in r that B's step makes for a unit index
+
+    def jacobian(q):
+        # geometry by central differences; B by the chain rule, since the
+        # predicted position depends on B only through r = B m (3 derivatives
+        # in r instead of 9 in B)
+        cols = [(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(len(q))[:n_geo]]
+        g, b = unpack(q)
+        r = m @ b.T
+        d_pos = [(g.still_spot_positions(r + dr * e) - g.still_spot_positions(r - dr * e)) / (2 * dr) for e in np.eye(3)]
+        d_pos = np.stack(d_pos, axis=-1)  # (n, 2, 3): d(fast, slow)/d r
+        # B's element (i, j) moves r_i by m_j: d res/d B_ij = -d pos/d r_i m_j
+        d_b = -np.einsum("nki,nj->nkij", d_pos, m).reshape(len(m) * 2, 9) * unit[n_geo:]
+        jac = np.column_stack(cols + [d_b])
+        return np.where(np.isfinite(jac), jac, 0.0)
+
+    q, jac = levenberg_marquardt(fun, len(p0), max_iter=max_iter, tol=1e-3, h=h, jacobian=jacobian)
     res = fun(q)
     cost = float(res @ res)
     g, b = unpack(q)
