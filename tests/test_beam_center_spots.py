@@ -216,3 +216,35 @@ def test_flat_still_without_a_beamstop_is_never_confidently_wrong(still):
         assert r.uncertainty_px > 1.0 and not r.tilt_determined
         heuristic = r.details["heuristic_beam_center_px"]
         assert e <= 2 * math.dist(heuristic, true.beam_center) + 0.3
+
+
+def test_spotty_ice_grains_are_dropped_before_indexing(still):
+    """Ice grains outnumbering the Bragg spots lie on no lattice: the spots on
+    the ice shells this frame crowds are dropped, and the lattice indexes."""
+    from napari_xrd.core.beam_center import _spot_estimate
+
+    true, spots, refl = still
+    rng = np.random.default_rng(13)
+    n = true.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    pos = [np.stack([refl["fast"], refl["slow"]], axis=1)]
+    # 3 × 400 grains on the three strongest ice rings (d = 3.895, 3.669, 3.441 Å)
+    for d in (3.895, 3.669, 3.441):
+        tt = 2 * math.asin(true.wavelength / (2 * d))
+        phi = rng.uniform(-math.pi, math.pi, 400)
+        k = np.stack([np.sin(tt) * np.cos(phi), np.sin(tt) * np.sin(phi), np.full(400, math.cos(tt))], axis=1)
+        pos.append(true.project(k))
+    pos = np.concatenate(pos)
+    img = np.full(true.shape, 8.0)
+    for f, s in pos[np.all(np.isfinite(pos), axis=1)]:
+        r0, c0 = int(s), int(f)
+        if 4 <= r0 < n - 5 and 4 <= c0 < n - 5:
+            sl = (slice(r0 - 4, r0 + 5), slice(c0 - 4, c0 + 5))
+            img[sl] += 300 * rng.uniform(0.3, 1.0) * np.exp(-((xx[sl] - f) ** 2 + (yy[sl] - s) ** 2) / (2 * 0.8**2))
+    img = rng.poisson(img).astype(np.float32)
+    start = true.replace(beam_center=(true.beam_center[0] + 1.5, true.beam_center[1] - 1.0), pitch=0.0, yaw=0.0)
+    details = {}
+    res = _spot_estimate(img, np.ones(img.shape, bool), start, 5.0, fit_tilt=True, details=details, pairs=False)
+    assert details["spots"]["n_on_ice_rings"] > 600
+    assert res is not None and res[4] == "lattice", details
+    assert err(res[0], true) < 0.2 and res[1] < 0.3

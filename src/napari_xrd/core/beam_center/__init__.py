@@ -48,6 +48,9 @@ SPOTS_MAX_SIGMA_PX = 1.0
 #: ... and its spots sit this close to their predicted positions (rms, pixels)
 SPOTS_MAX_RMS_PX = 1.5
 
+#: brightest spots (after those on ice rings are dropped) that the spot-based fits use
+MAX_SPOTS = 600
+
 #: how far from a poor start (the seed-004 heuristic) the spots' fits look for the centre (mm)
 SPOT_SEARCH_MM = 10.0
 
@@ -126,31 +129,32 @@ def _ring_check(data, valid, start: DetectorGeometry, details: dict):
     return fit.geometry, max(fit.center_sigma_px, 0.02), fit.tilt_sigma_deg, True, "rings"
 
 
-def _spot_start(geometry: DetectorGeometry, rad, bs, heuristic) -> tuple[DetectorGeometry, float, float, str, bool]:
-    """Start for the spot-based fits, its 1-σ and how far from it the centre may be (pixels), where from, and whether its tilt is known.
+def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[DetectorGeometry, float, float, str]]:
+    """Starts for the spot-based fits, in the order tried: ``(geometry, 1-σ, search radius, where from)`` (pixels).
 
     The beamstop's disc (within 3σ of its alignment), else a weak radial fit
-    (3σ, when that is narrower than the heuristic's reach), else the seed-004
-    heuristic (``SPOT_SEARCH_MM``).  The tilt comes
-    from the radial fit where it pinned it to within a degree.
+    (3σ) when surer than a millimetre, else the seed-004 heuristic
+    (``SPOT_SEARCH_MM``) and then, where the heuristic's start fails, a loose
+    radial fit narrower than the heuristic's reach (such fits can be tens of
+    pixels out on flat frames, so they do not replace the wide search).  The
+    tilt comes from the radial fit where it pinned it to within a degree.
     """
     g = geometry
     px = geometry.pixel_size
     rad_ok = rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST
+    if rad_ok and math.isfinite(rad.tilt_sigma_deg) and rad.tilt_sigma_deg < 1.0:
+        g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
+    at_radial = g.replace(beam_center=rad.geometry.beam_center) if rad_ok else None
     if bs is not None:
         sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / px, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
-        g, radius, source = g.replace(beam_center=tuple(bs["beam_center_px"])), 3 * sigma + 2, "beamstop"
-    elif rad_ok and 3 * rad.center_sigma_px < SPOT_SEARCH_MM / px:
-        # even a loose radial fit beats the heuristic's tens of pixels
-        sigma = rad.center_sigma_px
-        g, radius, source = g.replace(beam_center=rad.geometry.beam_center), max(3 * sigma, 5.0), "radial"
-    else:
-        sigma = HEURISTIC_SIGMA_FRACTION * max(geometry.shape)
-        g, radius, source = g.replace(beam_center=tuple(heuristic)), SPOT_SEARCH_MM / px, "heuristic"
-    tilt_known = rad_ok and math.isfinite(rad.tilt_sigma_deg) and rad.tilt_sigma_deg < 1.0
-    if tilt_known:
-        g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
-    return g, sigma, radius, source, tilt_known
+        return [(g.replace(beam_center=tuple(bs["beam_center_px"])), sigma, 3 * sigma + 2, "beamstop")]
+    if rad_ok and rad.center_sigma_px < 1.0 / px:
+        return [(at_radial, rad.center_sigma_px, max(3 * rad.center_sigma_px, 5.0), "radial")]
+    starts = [(g.replace(beam_center=tuple(heuristic)), HEURISTIC_SIGMA_FRACTION * max(geometry.shape),
+               SPOT_SEARCH_MM / px, "heuristic")]
+    if rad_ok and 3 * rad.center_sigma_px < SPOT_SEARCH_MM / px:
+        starts.append((at_radial, rad.center_sigma_px, 3 * rad.center_sigma_px, "radial (loose)"))
+    return starts
 
 
 def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
@@ -166,8 +170,24 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
     from napari_xrd.core.beam_center.spots import find_spot_centroids
     from napari_xrd.core.progress import check_cancel
 
-    spots = find_spot_centroids(data, valid)
-    details["spots"] = {"n_spots": int(len(spots))}
+    from napari_xrd.core.spots.ice import flag_ice_ring_spots
+
+    def ice(xy):
+        if not len(xy):
+            return np.zeros(0, bool)
+        return flag_ice_ring_spots(np.atleast_1d(start.resolution_at(xy[:, 0], xy[:, 1])), mode="auto")
+
+    # spotty ice rings: their grains are spots on no lattice and, on a frame
+    # with much ice, most of the spots; the shells this frame's spots crowd
+    # (core.spots.ice, as the spot finder's ice_rings="auto") are dropped,
+    # and where they were many, the Bragg spots are looked for deeper
+    spots = find_spot_centroids(data, valid, max_peaks=MAX_SPOTS)
+    on_ice = ice(spots)
+    if on_ice.sum() > 0.25 * len(spots):
+        spots = find_spot_centroids(data, valid, max_peaks=3 * MAX_SPOTS)
+        on_ice = ice(spots)
+    spots = spots[~on_ice][:MAX_SPOTS]
+    details["spots"] = {"n_spots": int(len(spots)), "n_on_ice_rings": int(on_ice.sum())}
     check_cancel(cancel)
     if pairs:
         # the pairs' vote finds the centre from far: a wide search costs little
@@ -502,16 +522,7 @@ def estimate_beam_center(
             raise ValueError("too few valid pixels for the radial background fit")
     check_cancel(cancel)
 
-    report(progress, 1, 4, "symmetry centre")
-    t1 = time.perf_counter()
-    start = radius = None
-    if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
-        start, radius = nn["beam_center_px"], max(30.0, 6 * nn["center_sigma_px"])
-    sym, sd = centrosymmetry_center(
-        data, pixel_mask=~valid_ns, start=start, search_radius_px=radius, remove_shadow=False
-    )
-    timings["friedel_s"] = time.perf_counter() - t1
-    details["friedel"] = {"beam_center_px": list(sym), **sd}
+    report(progress, 1, 4, "beamstop")
     if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
     else:
@@ -528,16 +539,21 @@ def estimate_beam_center(
         t1 = time.perf_counter()
         heur, _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
         details["heuristic_beam_center_px"] = list(heur)
-        spot_start, start_sigma, spot_radius, spot_source, tilt_known = _spot_start(geometry, rad, bs, heur)
-        details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "sigma_px": start_sigma,
-                                 "radius_px": spot_radius, "from": spot_source}
         # the lattice fixes the centre only modulo the reflections on the Ewald
         # sphere (see .lattice): from a far start it answers only where no
         # other centre within the search fits as well
         use_lattice = method in ("auto", "lattice")
-        spot = _spot_estimate(data, valid_ns, spot_start, spot_radius, fit_tilt=fit_tilt, details=details,
-                              cancel=cancel, lattice=use_lattice, pairs=method != "lattice",
-                              tilt_known=tilt_known or not fit_tilt)
+        for i, (spot_start, start_sigma, spot_radius, spot_source) in enumerate(
+                _spot_starts(geometry, rad, bs, heur)):
+            details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "sigma_px": start_sigma,
+                                     "radius_px": spot_radius, "from": spot_source}
+            spot = _spot_estimate(data, valid_ns, spot_start, spot_radius, fit_tilt=fit_tilt, details=details,
+                                  cancel=cancel, lattice=use_lattice, pairs=method != "lattice" and i == 0,
+                                  tilt_known=not fit_tilt)
+            if "lattice" in details:
+                details["lattice"].setdefault("start_sigma_px", start_sigma)
+            if spot is not None:
+                break
         timings["spots_s"] = time.perf_counter() - t1
     if method == "lattice" and (spot is None or not spot[4].startswith("lattice")):
         raise ValueError("the spots do not index as one lattice; try method='auto'")
@@ -547,12 +563,29 @@ def estimate_beam_center(
         report(progress, 4, 4, "done")
         g, unc, tsig, tilt_ok, name = spot
         return _result(g, uncertainty=unc, tilt_sigma=tsig, tilt_ok=tilt_ok, method=name, details=details)
+    # the centre of point symmetry of the whole pattern: where the spots gave no answer
+    report(progress, 3, 4, "symmetry centre")
+    t1 = time.perf_counter()
+    start = radius = None
+    if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
+        start, radius = nn["beam_center_px"], max(30.0, 6 * nn["center_sigma_px"])
+    sym, sd = centrosymmetry_center(
+        data, pixel_mask=~valid_ns, start=start, search_radius_px=radius, remove_shadow=False
+    )
+    timings["friedel_s"] = time.perf_counter() - t1
+    details["friedel"] = {"beam_center_px": list(sym), **sd}
     symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z
     # where the ring search starts: the symmetry centre if the pattern is
     # clearly symmetric, else the network's guess (the beamstop's position is
     # reported in the details only: arms, dead patches and pedestals make it
     # unreliable as an answer)
-    if symmetric or nn is None:
+    # spotty ice seen by the spot search (its shells crowded) means rings to
+    # trace even where the radial fit failed (grains it had to clip, a
+    # false minimum); they start from the beamstop's disc
+    icy = method == "auto" and bs is not None and details.get("spots", {}).get("n_on_ice_rings", 0) >= 20
+    if icy:
+        start_c = tuple(bs["beam_center_px"])
+    elif symmetric or nn is None:
         start_c = sym
     elif nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
         start_c = nn["beam_center_px"]
@@ -564,8 +597,8 @@ def estimate_beam_center(
     # traced rings are radial structure that the radial fit has already used:
     # when it could not pin the centre, ring tracing does not either (on the
     # benchmark it never answered after a failed radial fit), so "auto" traces
-    # rings only when the radial fit could not run
-    if method == "rings" or (method == "auto" and rad is None):
+    # rings only when the radial fit could not run, or the spots saw ice
+    if method == "rings" or (method == "auto" and rad is None) or icy:
         report(progress, 2, 4, "rings")
         t2 = time.perf_counter()
         # rings must lie outside the beamstop's shadow (its edge looks like one)
@@ -595,6 +628,11 @@ def estimate_beam_center(
         and (len(fit.two_theta) >= 2 or sum(fit.n_points) >= 120)
         and fit.center_sigma_px < min(5.0, max(2.5, sd["uncertainty_px"]))
     )
+    if ring_ok and icy:
+        # the disc sits on the beam to within its alignment: rings far from it are not the beam's
+        bs_sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size,
+                              bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        ring_ok = math.dist(fit.geometry.beam_center, bs["beam_center_px"]) < 3 * bs_sigma + 2
     if ring_ok:
         shift = math.hypot(fit.geometry.beam_center[0] - sym[0], fit.geometry.beam_center[1] - sym[1])
         details["rings"]["shift_from_symmetry_centre_px"] = shift
@@ -659,7 +697,7 @@ def estimate_beam_center(
         # a flat background constrains the radial fit only along a centre-tilt valley
         weak.append((tuple(rad.geometry.beam_center), max(3.0 * rad.center_sigma_px, 5.0), "radial (weak)"))
     lat = details.get("lattice")
-    if lat is not None and math.isfinite(lat["center_sigma_px"]):
+    if lat is not None and "start_sigma_px" in lat and math.isfinite(lat["center_sigma_px"]):
         # a lattice that indexes but allows other centres within the search
         # (reflections on the Ewald sphere whose spots are unseen): of the
         # centres consistent with every spot, the one nearest the start.
@@ -667,7 +705,7 @@ def estimate_beam_center(
         # the answer is no further from it than twice the start's error, and
         # exact when the start is nearer the truth than half the centres'
         # spacing: no less sure than the start, preferred to it on a tie
-        sigma = max(details["spot_start"]["sigma_px"], 1.0)
+        sigma = max(lat["start_sigma_px"], 1.0)
         details["lattice"]["nearest_other_centre_px"] = lat["center_sigma_px"]
         weak.insert(0, (tuple(lat["beam_center_px"]), sigma, "lattice (ambiguous: other centres fit the spots as well)"))
     c, unc, name = min(weak, key=lambda w: w[1])

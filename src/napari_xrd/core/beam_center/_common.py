@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from napari_xrd.core.geometry import DetectorGeometry
@@ -153,16 +155,23 @@ def levenberg_marquardt(fun, n: int, *, max_iter: int = 12, tol: float = 0.02, h
     lam = 1e-3
     jac = None
     for _ in range(max_iter):
-        if jacobian is not None:
-            jac = jacobian(q)
-        else:
-            jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
+        try:
+            if jacobian is not None:
+                new_jac = jacobian(q)
+            else:
+                new_jac = np.stack([(fun(q + h * e) - fun(q - h * e)) / (2 * h) for e in np.eye(n)], axis=1)
+        except ValueError:  # the differences reach an impossible geometry: stop here
+            return q, jac
+        jac = new_jac
         a = jac.T @ jac
         g = jac.T @ r
         while True:
             step = -np.linalg.solve(a + lam * np.diag(np.diag(a) + 1e-12), g)
-            r_new = fun(q + step)
-            c_new = float(r_new @ r_new)
+            try:
+                r_new = fun(q + step)
+                c_new = float(r_new @ r_new)
+            except ValueError:  # a step to an impossible geometry (tilt ≥ 60°...)
+                c_new = math.inf
             if c_new < c:
                 q, r, c = q + step, r_new, c_new
                 lam = max(lam / 5, 1e-6)

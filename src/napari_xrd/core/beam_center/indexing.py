@@ -126,6 +126,11 @@ def index_reciprocal_lattice(
     refined = []
     for a in cands:
         a, q = _refine_vector(a, r, tolerance)
+        # a period needs layers to repeat: along a vector whose projections
+        # span less than 3 layers (one near the beam, where a still's spots
+        # barely spread) any length "indexes" them
+        if np.ptp(r @ a) < 2.0:
+            continue
         if q > 0.25 and min_cell * 0.8 <= np.linalg.norm(a) <= max_cell * 1.2:
             if not any(_parallel(a, c[0]) for c in refined):
                 refined.append((a, q))
@@ -149,11 +154,36 @@ def index_reciprocal_lattice(
     score = np.where(ok, frac, -1.0)
     good = ok & (score >= score.max() - 0.03)
     t = np.flatnonzero(good)[np.argmin(vol[good])]
-    basis = vecs[[ii[t], jj[t], kk[t]]]
-    xb = basis @ r.T - off[[ii[t], jj[t], kk[t]], None]
+    basis = _refine_basis(vecs[[ii[t], jj[t], kk[t]]], r, tolerance)
+    xb = basis @ r.T
+    xb = xb - np.angle(np.exp(2j * np.pi * xb).sum(axis=1) / n)[:, None] / (2 * np.pi)
     indices = np.round(xb).T.astype(int)
     indexed = np.all(np.abs(xb - np.round(xb)) < tolerance, axis=0)
     return basis, indices, indexed
+
+
+def _refine_basis(basis, r, tolerance, rounds=3):
+    """The three vectors refined together: ``r ≈ B m + t`` by least squares over the spots they index.
+
+    Vectors refined one at a time (:func:`_refine_vector`) each absorb their
+    own offset; where the spots barely constrain a vector along the beam it
+    can settle off the lattice with an offset that mimics a translation (a
+    wrong beam centre).  One ``B`` and one translation ``t`` for all three
+    put it back on the lattice.  Returns the real-space basis ``B⁻¹`` (rows).
+    """
+    for _ in range(rounds):
+        x = basis @ r.T
+        x = x - np.angle(np.exp(2j * np.pi * x).sum(axis=1))[:, None] / (2 * np.pi)
+        m = np.round(x)
+        sel = np.all(np.abs(x - m) < tolerance, axis=0)
+        if sel.sum() < 12:
+            break
+        sol, *_ = np.linalg.lstsq(np.column_stack([m[:, sel].T, np.ones(sel.sum())]), r[sel], rcond=None)
+        b_mat = sol[:3].T
+        if abs(np.linalg.det(b_mat)) < 1e-12:
+            break
+        basis = np.linalg.inv(b_mat)
+    return basis
 
 
 def _parallel(a, b, cos_min=0.9995):

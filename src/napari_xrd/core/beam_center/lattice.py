@@ -55,6 +55,11 @@ from napari_xrd.core.beam_center.indexing import cell_parameters, index_reciproc
 from napari_xrd.core.beam_center.spots import find_spot_centroids
 from napari_xrd.core.geometry import DetectorGeometry
 
+#: rms distance (mm) between spots and their predicted positions above which
+#: a lattice fit is rejected; in mm because a still's spots stray from the
+#: model by angles (mosaic spread, divergence, bandpass), not by pixels
+MAX_RMS_MM = 0.26
+
 __all__ = ["refine_still_geometry", "lattice_beam_center", "LatticeFit"]
 
 
@@ -354,7 +359,7 @@ def lattice_beam_center(
     max_cell: float = 250.0,
     min_indexed: int = 20,
     min_fraction: float = 0.15,
-    max_rms_px: float = 1.5,
+    max_rms_px: float | None = None,
     tolerance: float = 0.15,
     index_two_theta_deg: float | None = None,
     search_radius_px: float | None = None,
@@ -386,6 +391,9 @@ def lattice_beam_center(
     min_indexed, min_fraction : int, float
         The fit is returned only when at least this many spots, and this
         fraction of them, are indexed by one lattice.
+    max_rms_px : float, optional
+        Largest rms of the spots about their predictions for a fit to count
+        (default ``MAX_RMS_MM`` in pixels).
     index_two_theta_deg : float, optional
         Index first on spots inside this 2θ (where a wrong tilt moves spots
         least); all spots join the refinement.  Default: the inner 60% of the
@@ -423,12 +431,18 @@ def lattice_beam_center(
     # candidates; one too close to call makes the answer ambiguous.
     g = geometry
     radius = search_radius_px if search_radius_px is not None else 3.0 / g.pixel_size
+    if max_rms_px is None:
+        max_rms_px = MAX_RMS_MM / g.pixel_size
     start = np.array(g.beam_center)
     tilts = [(g.pitch, g.yaw)]
     if tilt_search_deg > 0:
         # where the start's tilt is unknown: a wrong one distorts wide-angle
         # spots beyond indexing, so other starting tilts are tried in turn
+        # (a start's tilt from a weak radial fit can be degrees off: the
+        # untilted detector is tried next)
         t = tilt_search_deg
+        if g.pitch != 0 or g.yaw != 0:
+            tilts.append((0.0, 0.0))
         tilts += [(g.pitch + t, g.yaw), (g.pitch - t, g.yaw), (g.pitch, g.yaw + t), (g.pitch, g.yaw - t)]
     fits = []
     for pitch, yaw in tilts:

@@ -99,7 +99,7 @@ def spot_centroids(
     return cen, tot[keep]
 
 
-def find_spot_centroids(image, valid) -> np.ndarray:
+def find_spot_centroids(image, valid, *, max_peaks: int = 600) -> np.ndarray:
     """Bright compact maxima of a frame, centroided at full resolution.
 
     :func:`napari_xrd.core.beam_center.friedel.find_peaks_2d` (on a binned
@@ -109,6 +109,13 @@ def find_spot_centroids(image, valid) -> np.ndarray:
     noise are dropped: on a nearly empty background the peak search also
     returns noise.
 
+    Parameters
+    ----------
+    image : (n_slow, n_fast) ndarray
+    valid : (n_slow, n_fast) bool ndarray
+    max_peaks : int
+        Most peaks kept (the brightest).
+
     Returns
     -------
     spots : (n, 2) ndarray
@@ -117,7 +124,7 @@ def find_spot_centroids(image, valid) -> np.ndarray:
     from napari_xrd.core.beam_center.friedel import find_peaks_2d
 
     data = np.asarray(image, dtype=np.float32)
-    peaks = find_peaks_2d(data, valid)
+    peaks = find_peaks_2d(data, valid, max_peaks=max_peaks)
     f = max(1, int(max(data.shape) // 800))
     cen, tot = spot_centroids(data, valid, peaks, half_width=3, search=max(2, f), min_snr=SPOT_MIN_SNR)
     return cen[np.argsort(tot)[::-1]]
