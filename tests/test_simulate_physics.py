@@ -265,6 +265,11 @@ def test_random_still_is_deterministic_and_reproducible_from_params():
     again = simulate_from_params(a.params)
     assert np.array_equal(again.image, a.image)
     assert np.array_equal(again.spots, a.spots)
+    assert again.background is None
+    with_bg = simulate_from_params(a.params, keep_background=True)
+    assert np.array_equal(with_bg.image, a.image)
+    assert with_bg.background.shape == a.image.shape and np.all(with_bg.background >= 0)
+    assert with_bg.background.mean() > 0
 
 
 def test_random_stills_vary_geometry_within_ranges():

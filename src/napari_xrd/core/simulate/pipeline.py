@@ -497,8 +497,12 @@ def _pixel_lookup(flat_values, fast, slow, shape):
     return flat_values[iy * n_fast + ix]
 
 
-def simulate_from_params(record: dict) -> SimulatedStill:
-    """Regenerate an image from ``SimulatedStill.params`` (bit-identical)."""
+def simulate_from_params(record: dict, *, keep_background: bool = False) -> SimulatedStill:
+    """Regenerate an image from ``SimulatedStill.params`` (bit-identical).
+
+    ``keep_background`` also returns the noise-free expected background (see
+    :func:`simulate_still`).
+    """
     c = record["crystal"]
     crystal = Crystal(
         tuple(c["cell"]), c["space_group"], np.array(c["orientation"]), wilson_b=c["wilson_b"],
@@ -509,7 +513,8 @@ def simulate_from_params(record: dict) -> SimulatedStill:
     params["rotation_axis"] = tuple(params.get("rotation_axis", DEFAULT_PARAMS["rotation_axis"]))
     return simulate_still(
         DetectorGeometry.from_dict(record["geometry"]), crystal, seed=record["seed"],
-        detector=record.get("detector"), anomalies=record.get("anomalies") or None, **params,
+        detector=record.get("detector"), anomalies=record.get("anomalies") or None,
+        keep_background=keep_background, **params,
     )
 
 
