@@ -305,3 +305,31 @@ def test_ring_cross_check_refits_centre_and_tilt_from_a_radial_start():
     assert math.hypot(g.beam_center[0] - true.beam_center[0], g.beam_center[1] - true.beam_center[1]) < 0.3
     assert abs(g.pitch - 1.5) < 0.15 and abs(g.yaw + 1.0) < 0.15
     assert details["rings"]["n_rings"] >= 2
+
+
+@pytest.mark.parametrize("offset_px, unsure", [(20.0, True), (0.8, False)])
+def test_beamstop_far_from_a_faint_radial_fit_is_reported_unsure(monkeypatch, offset_px, unsure):
+    """The decision rule alone: a radial fit too faint to answer (contrast
+    0.1) and a beamstop disc; a disc far from the fit takes the distance as
+    its uncertainty, a disc near it keeps its alignment's 0.2 mm."""
+    import napari_xrd.core.beam_center as bc
+    import napari_xrd.core.beam_center.beamstop as beamstop
+    import napari_xrd.core.beam_center.radial as radial
+
+    g = small_geometry()
+    rng = np.random.default_rng(3)
+    img = rng.poisson(5.0, g.shape).astype(np.float32)  # nothing to fit: no rings, no spots
+    fit = radial.RadialFit(geometry=g, center_sigma_px=0.5, tilt_sigma_deg=float("inf"), contrast=0.1,
+                           chi2=1.0, n_blocks=1000, factor=4)
+    disc = {"beam_center_px": [g.beam_center[0] + offset_px, g.beam_center[1]], "radius_px": 15.0,
+            "arm_angle_deg": None, "edge_points": 40, "edge_rms_px": 0.3}
+    monkeypatch.setattr(radial, "fit_radial_background", lambda *a, **k: fit)
+    monkeypatch.setattr(beamstop, "find_beamstop", lambda *a, **k: dict(disc))
+    monkeypatch.setattr(bc, "_resnet", lambda *a, **k: None)
+    r = estimate_beam_center(img, geometry=g.replace(beam_center=(300.0, 300.0)))
+    assert r.method == "beamstop"
+    alignment = bc.BEAMSTOP_ALIGNMENT_MM / g.pixel_size
+    if unsure:
+        assert r.uncertainty_px >= offset_px - 1e-6
+    else:
+        assert r.uncertainty_px < alignment * 1.01
