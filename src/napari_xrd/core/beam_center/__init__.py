@@ -129,6 +129,11 @@ def _ring_check(data, valid, start: DetectorGeometry, details: dict):
     return fit.geometry, max(fit.center_sigma_px, 0.02), fit.tilt_sigma_deg, True, "rings"
 
 
+def _beamstop_sigma(bs: dict, pixel_size: float) -> float:
+    """1-σ of a beamstop disc's centre as the beam centre (pixels): its alignment and its edge fit."""
+    return math.hypot(BEAMSTOP_ALIGNMENT_MM / pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+
+
 def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[DetectorGeometry, float, float, str]]:
     """Starts for the spot-based fits, in the order tried: ``(geometry, 1-σ, search radius, where from)`` (pixels).
 
@@ -146,7 +151,7 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
         g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
     at_radial = g.replace(beam_center=rad.geometry.beam_center) if rad_ok else None
     if bs is not None:
-        sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / px, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        sigma = _beamstop_sigma(bs, px)
         return [(g.replace(beam_center=tuple(bs["beam_center_px"])), sigma, 3 * sigma + 2, "beamstop")]
     if rad_ok and rad.center_sigma_px < 1.0 / px:
         return [(at_radial, rad.center_sigma_px, max(3 * rad.center_sigma_px, 5.0), "radial")]
@@ -169,7 +174,6 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
     from napari_xrd.core.beam_center.lattice import lattice_beam_center
     from napari_xrd.core.beam_center.spots import find_spot_centroids
     from napari_xrd.core.progress import check_cancel
-
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
     def ice(xy):
@@ -575,13 +579,12 @@ def estimate_beam_center(
     timings["friedel_s"] = time.perf_counter() - t1
     details["friedel"] = {"beam_center_px": list(sym), **sd}
     symmetric = sd["coarse_z"] >= MIN_SYMMETRY_Z
-    # where the ring search starts: the symmetry centre if the pattern is
-    # clearly symmetric, else the network's guess (the beamstop's position is
-    # reported in the details only: arms, dead patches and pedestals make it
-    # unreliable as an answer)
     # spotty ice seen by the spot search (its shells crowded) means rings to
-    # trace even where the radial fit failed (grains it had to clip, a
-    # false minimum); they start from the beamstop's disc
+    # trace even where the radial fit failed (grains it had to clip, a false
+    # minimum); they start from the beamstop's disc and must agree with it.
+    # Otherwise the ring search starts from the symmetry centre if the
+    # pattern is clearly symmetric, else from the network's guess (arms, dead
+    # patches and pedestals make a disc alone unreliable as a start)
     icy = method == "auto" and bs is not None and details.get("spots", {}).get("n_on_ice_rings", 0) >= 20
     if icy:
         start_c = tuple(bs["beam_center_px"])
@@ -599,7 +602,7 @@ def estimate_beam_center(
     # benchmark it never answered after a failed radial fit), so "auto" traces
     # rings only when the radial fit could not run, or the spots saw ice
     if method == "rings" or (method == "auto" and rad is None) or icy:
-        report(progress, 2, 4, "rings")
+        report(progress, 3, 4, "rings")
         t2 = time.perf_counter()
         # rings must lie outside the beamstop's shadow (its edge looks like one)
         r_min = 2.0 * bs["radius_px"] if bs is not None else 0.0
@@ -630,8 +633,7 @@ def estimate_beam_center(
     )
     if ring_ok and icy:
         # the disc sits on the beam to within its alignment: rings far from it are not the beam's
-        bs_sigma = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size,
-                              bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        bs_sigma = _beamstop_sigma(bs, geometry.pixel_size)
         ring_ok = math.dist(fit.geometry.beam_center, bs["beam_center_px"]) < 3 * bs_sigma + 2
     if ring_ok:
         shift = math.hypot(fit.geometry.beam_center[0] - sym[0], fit.geometry.beam_center[1] - sym[1])
@@ -658,7 +660,7 @@ def estimate_beam_center(
     report(progress, 4, 4, "done")
     if bs is not None:
         # the beamstop sits on the beam to within its alignment
-        unc = math.hypot(BEAMSTOP_ALIGNMENT_MM / geometry.pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+        unc = _beamstop_sigma(bs, geometry.pixel_size)
         if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= 0.05:
             # a radial fit too faint to answer still says where the beam is
             # not: a disc far from it (a dark patch, another shadow) is unsure

@@ -155,8 +155,7 @@ def index_reciprocal_lattice(
     good = ok & (score >= score.max() - 0.03)
     t = np.flatnonzero(good)[np.argmin(vol[good])]
     basis = _refine_basis(vecs[[ii[t], jj[t], kk[t]]], r, tolerance)
-    xb = basis @ r.T
-    xb = xb - np.angle(np.exp(2j * np.pi * xb).sum(axis=1) / n)[:, None] / (2 * np.pi)
+    xb = basis @ r.T - np.angle(_transform(basis, r))[:, None] / (2 * np.pi)
     indices = np.round(xb).T.astype(int)
     indexed = np.all(np.abs(xb - np.round(xb)) < tolerance, axis=0)
     return basis, indices, indexed
@@ -172,8 +171,7 @@ def _refine_basis(basis, r, tolerance, rounds=3):
     put it back on the lattice.  Returns the real-space basis ``B⁻¹`` (rows).
     """
     for _ in range(rounds):
-        x = basis @ r.T
-        x = x - np.angle(np.exp(2j * np.pi * x).sum(axis=1))[:, None] / (2 * np.pi)
+        x = basis @ r.T - np.angle(_transform(basis, r))[:, None] / (2 * np.pi)
         m = np.round(x)
         sel = np.all(np.abs(x - m) < tolerance, axis=0)
         if sel.sum() < 12:
