@@ -13,7 +13,9 @@ from napari_xrd.core.spots import find_spots  # noqa: E402
 from napari_xrd.core.spots.inference import predict_spot_probability, prepare_input  # noqa: E402
 from napari_xrd.core.training.spots import (  # noqa: E402
     SpotTrainingConfig,
+    _make_batch,
     distance_weighted_loss,
+    ice_grain_ignore_mask,
     sample_crops,
     train_spot_model,
 )
@@ -115,6 +117,63 @@ def test_sample_crops_pads_small_frames_and_finds_spots():
     crops = sample_crops(img, pm, spots, crop=64, n=5, spot_fraction=1.0, rng=np.random.default_rng(0))
     assert all(c[0].shape == (64, 64) for c in crops)
     assert not crops[0][1][45:, :].any()  # padding is invalid
+
+
+def _ice_grain_frame(seed=0):
+    """400 x 400 frame: a smooth ice ring (3.669 Å), 30 grains on the 3.895 Å ring, Bragg spots on and off it."""
+    from napari_xrd.core.geometry import DetectorGeometry
+    from napari_xrd.core.spots.ice import ICE_RING_D
+
+    geom = DetectorGeometry(shape=(400, 400), pixel_size=0.172, distance=80.0, beam_center=(200.0, 200.0),
+                            wavelength=1.0)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:400, :400]
+    r = np.hypot(xx + 0.5 - 200, yy + 0.5 - 200)
+    lam = 5.0 + 25.0 * np.exp(-0.5 * ((r - geom.radius_px_for_d(ICE_RING_D[1])) / 1.5) ** 2)
+    grains, spots = np.zeros((400, 400), bool), np.zeros((400, 400), bool)
+    r0 = geom.radius_px_for_d(ICE_RING_D[0])
+    for ang in np.linspace(0, 2 * np.pi, 30, endpoint=False):
+        x, y = int(200 + r0 * np.cos(ang)), int(200 + r0 * np.sin(ang))
+        lam[y - 1 : y + 2, x - 1 : x + 2] += 150
+        grains[y - 1 : y + 2, x - 1 : x + 2] = True
+    for ang, d in [(0.05, ICE_RING_D[0]), (1.0, 5.0), (2.5, 3.0)]:  # one Bragg spot on the grain ring
+        rr = geom.radius_px_for_d(d)
+        x, y = int(200 + rr * np.cos(ang)), int(200 + rr * np.sin(ang))
+        g = 400 / (2 * np.pi * 1.5**2) * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * 1.5**2))
+        lam += g
+        spots |= g > 8
+    return rng.poisson(lam).astype(np.float32), geom, grains, spots, r
+
+
+def test_ice_grain_ignore_mask_marks_grains_not_rings_or_spots():
+    from scipy import ndimage as ndi
+
+    img, geom, grains, spots, r = _ice_grain_frame()
+    ignore = ice_grain_ignore_mask(img, geom, spot_mask=spots)
+    assert ignore[grains].mean() > 0.95  # the grains leave the loss
+    assert not (ignore & ndi.binary_dilation(spots, iterations=2)).any()  # spots and their tails stay in it
+    smooth_ring = np.abs(r - geom.radius_px_for_d(3.669)) < 3
+    assert ignore[smooth_ring].mean() < 0.01  # a smooth ring (and its noise) stays background
+    assert ignore.sum() < 4 * ndi.binary_dilation(grains, iterations=2).sum()
+    # the same bright blobs off the ice lines are not grains
+    moved = ice_grain_ignore_mask(img, geom.replace(distance=95.0), spot_mask=spots)
+    assert moved[grains].mean() < 0.05
+
+
+def test_ignored_pixels_leave_the_loss_not_the_input():
+    img, pm, spots = synth_frame(shape=(64, 64))
+    ignore = np.zeros(img.shape, bool)
+    ignore[10:20, 30:40] = True
+    cfg = SpotTrainingConfig(model=TINY, crop=64, context=64)
+    (crop,) = sample_crops(img, pm, spots, crop=64, n=1, spot_fraction=0.0, rng=np.random.default_rng(0),
+                           ignore=ignore)
+    x, t, w, v = _make_batch([crop], cfg, np.random.default_rng(0), augment=False)
+    assert np.array_equal(x[0, 1].numpy() > 0, pm == 0)  # the network still sees the pixels as valid
+    assert np.array_equal(v[0, 0].numpy() > 0, (pm == 0) & ~ignore)  # the loss does not count them
+    frames = [(img, pm, spots, ignore), (img, pm, spots, None)]  # 4-tuples train, None = nothing ignored
+    tiny = SpotTrainingConfig(model=TINY, crop=32, context=64, crops_per_frame=1, batch_size=2, epochs=1)
+    _, hist = train_spot_model(frames, frames[:1], config=tiny, device="cpu")
+    assert np.isfinite(hist[0]["loss"])
 
 
 def test_training_checkpoints_and_resume(tmp_path):

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="start from the weights of this spots model (name, card path or 'default'; same "
                         "architecture) instead of a random initialisation; recorded as the card's base")
+    p.add_argument("--label-ice-grains", action="store_true",
+                   help="train ice grains on frames labelled ice_ring as background (default: the loss ignores "
+                        "them; find_spots' ice_rings option handles them by resolution)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_finetune_arguments(p)
     p.set_defaults(func=run)
@@ -59,15 +62,30 @@ def command_line(args) -> str:
         v = getattr(args, opt)
         if v is not None:
             parts += ["--" + opt.replace("_", "-"), str(v)]
+    if getattr(args, "label_ice_grains", False):
+        parts.append("--label-ice-grains")
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def _frames(datasets, indices):
+def _frames(datasets, indices, *, ignore_ice_grains: bool = True):
+    """``(image, pixel_mask, spot_mask, ignore)`` of each example with a spot mask.
+
+    ``ignore`` marks the ice grains of frames labelled ``ice_ring`` (see
+    :func:`~napari_xrd.core.training.spots.ice_grain_ignore_mask`), else None.
+    """
+    from napari_xrd.core.simulate.anomalies import ANOMALY_CLASSES
+    from napari_xrd.core.training.spots import ice_grain_ignore_mask
+
+    k_ice = ANOMALY_CLASSES.index("ice_ring")
     for ds, i in indices:
         ex = datasets[ds].get(i, fields=("image", "pixel_mask", "spot_mask"))
         if ex.get("spot_mask") is None:
             continue
-        yield ex["image"], ex.get("pixel_mask"), ex["spot_mask"]
+        ignore = None
+        if ignore_ice_grains and ex["anomaly_labels"][k_ice] == 1 and ex["geometry"] is not None:
+            ignore = ice_grain_ignore_mask(ex["image"], ex["geometry"], pixel_mask=ex.get("pixel_mask"),
+                                           spot_mask=ex["spot_mask"])
+        yield ex["image"], ex.get("pixel_mask"), ex["spot_mask"], ignore
 
 
 def run(args) -> int:
@@ -122,8 +140,8 @@ def run(args) -> int:
     log = (lambda s: None) if args.quiet else (lambda s: print(s, file=sys.stderr, flush=True))
     with tqdm_progress("train spots", disable=args.quiet or None) as bar:
         model, history = train_spot_model(
-            _frames(train_sets, train_idx),
-            _frames(val_sets, val_idx),
+            _frames(train_sets, train_idx, ignore_ice_grains=not args.label_ice_grains),
+            _frames(val_sets, val_idx, ignore_ice_grains=not args.label_ice_grains),
             config=cfg,
             device=args.device,
             out_dir=args.out,

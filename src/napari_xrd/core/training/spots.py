@@ -36,6 +36,7 @@ __all__ = [
     "distance_weighted_loss",
     "sample_crops",
     "augment_crop",
+    "ice_grain_ignore_mask",
     "train_spot_model",
     "evaluate_spot_model",
 ]
@@ -87,21 +88,98 @@ def distance_weighted_loss(logits, target, weights, valid, *, dice_weight: float
     return bce + dice_weight * (1.0 - dice.mean())
 
 
-def sample_crops(image, pixel_mask, spot_mask, *, crop: int, n: int, spot_fraction: float, rng) -> list[tuple]:
-    """Square crops ``(image, valid, spot_mask)`` from one frame.
+def ice_grain_ignore_mask(image, geometry, *, pixel_mask=None, spot_mask=None, shell_halfwidth: float = 0.012,
+                          z_threshold: float = 3.0, grow: int = 2) -> np.ndarray:
+    """Pixels of ice crystallites ("spotty ice") that the spot loss should ignore.
 
-    Frames smaller than ``crop`` are padded with invalid pixels.
+    A grain of ice on a powder line looks exactly like a Bragg spot in a
+    256-pixel tile; only its resolution gives it away, which
+    :func:`~napari_xrd.core.spots.ice.flag_ice_ring_spots` uses after
+    detection.  Labelling grains as background teaches the network that
+    bright compact spots are not spots (it then hollows out the cores of
+    strong reflections), so the loss ignores them instead.  A grain pixel
+    is one within ``shell_halfwidth`` of an ice line (in ``s = 1/d``) that
+    whose 3 × 3 mean is brighter than the line's azimuthal median by
+    ``z_threshold`` robust standard deviations (Anscombe scale: a grain
+    covers several pixels, a noise spike one); the set is grown by ``grow``
+    pixels; true spots and their tails are never ignored.  A smooth ice ring,
+    noise and all, stays background.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Counts.
+    geometry : DetectorGeometry
+        The frame's geometry (for the resolution of every pixel).
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        0 = good pixel.
+    spot_mask : (n_slow, n_fast) bool array_like, optional
+        True Bragg-spot pixels (kept).
+    shell_halfwidth : float
+        Half-width of each ice shell, Å⁻¹ in ``1/d``.
+    z_threshold : float
+    grow : int
+        Pixels.
+
+    Returns
+    -------
+    ignore : (n_slow, n_fast) bool ndarray
+    """
+    from scipy import ndimage as ndi
+
+    from napari_xrd.core.spots.ice import ICE_RING_D
+
+    img = np.asarray(image, dtype=np.float32)
+    valid = np.isfinite(img)
+    if pixel_mask is not None:
+        valid &= np.asarray(pixel_mask) == 0
+    s = 1.0 / geometry.d_spacing_map()
+    ice_s = 1.0 / np.asarray(ICE_RING_D)
+    k = np.argmin(np.abs(s[..., None] - ice_s), axis=-1)
+    on_shell = (np.abs(s - ice_s[k]) < shell_halfwidth) & valid
+    bright = np.zeros(img.shape, bool)
+    if on_shell.any():
+        # Anscombe counts averaged over 3 x 3 valid pixels: a grain (several pixels) stands out, a noise pixel does not
+        a = np.where(valid, 2.0 * np.sqrt(np.clip(np.nan_to_num(img), 0, None) + 0.375), 0.0).astype(np.float32)
+        n = ndi.uniform_filter(valid.astype(np.float32), 3)
+        box = (ndi.uniform_filter(a, 3) / np.maximum(n, 1e-6))[on_shell]
+        bins = np.round(s[on_shell] / 5e-4).astype(np.int64)  # thin shells: the ring profile is flat in each
+        _, inv = np.unique(bins, return_inverse=True)
+        counts = np.bincount(inv)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        med = box[np.lexsort((box, inv))][starts + counts // 2]
+        dev = np.abs(box - med[inv])
+        scale = np.maximum(1.4826 * dev[np.lexsort((dev, inv))][starts + counts // 2], 1.0 / 3.0)
+        bright[on_shell] = box > med[inv] + z_threshold * scale[inv]
+    if spot_mask is not None:  # a Bragg spot's tails are its boundary, which the loss is there to learn
+        spots = np.asarray(spot_mask, bool)
+        bright &= ~ndi.binary_dilation(spots, iterations=grow + 2)
+    ignore = ndi.binary_dilation(bright, iterations=grow) if grow else bright
+    ignore &= on_shell
+    if spot_mask is not None:
+        ignore &= ~spots
+    return ignore
+
+
+def sample_crops(image, pixel_mask, spot_mask, *, crop: int, n: int, spot_fraction: float, rng, ignore=None) -> list[tuple]:
+    """Square crops ``(image, valid, spot_mask, ignore)`` from one frame.
+
+    ``ignore`` (optional, bool) marks valid pixels the loss leaves out
+    (see :func:`ice_grain_ignore_mask`).  Frames smaller than ``crop`` are
+    padded with invalid pixels.
     """
     image = np.asarray(image, dtype=np.float32)
     valid = np.ones(image.shape, bool) if pixel_mask is None else np.asarray(pixel_mask) == 0
     valid &= np.isfinite(image)
     spots = np.asarray(spot_mask, bool)
+    ignore = np.zeros(image.shape, bool) if ignore is None else np.asarray(ignore, bool)
     ny, nx = image.shape
     py, px = max(crop - ny, 0), max(crop - nx, 0)
     if py or px:
         image = np.pad(image, ((0, py), (0, px)))
         valid = np.pad(valid, ((0, py), (0, px)))
         spots = np.pad(spots, ((0, py), (0, px)))
+        ignore = np.pad(ignore, ((0, py), (0, px)))
         ny, nx = image.shape
     spot_pixels = np.argwhere(spots & valid)
     out = []
@@ -114,23 +192,30 @@ def sample_crops(image, pixel_mask, spot_mask, *, crop: int, n: int, spot_fracti
             y0 = int(rng.integers(0, ny - crop + 1))
             x0 = int(rng.integers(0, nx - crop + 1))
         sl = (slice(y0, y0 + crop), slice(x0, x0 + crop))
-        out.append((image[sl].copy(), valid[sl].copy(), spots[sl].copy()))
+        out.append((image[sl].copy(), valid[sl].copy(), spots[sl].copy(), ignore[sl].copy()))
     return out
 
 
-def augment_crop(image, valid, spots, rng):
-    """Flips, 90° turns and a random detector response (gain, pedestal, read noise)."""
+def augment_crop(image, valid, spots, rng, ignore=None):
+    """Flips, 90° turns and a random detector response (gain, pedestal, read noise).
+
+    Returns ``(image, valid, spots)``, or ``(image, valid, spots, ignore)``
+    when ``ignore`` is given (turned and flipped with the rest).
+    """
+    arrays = (image, valid, spots) if ignore is None else (image, valid, spots, ignore)
     k = int(rng.integers(4))
-    image, valid, spots = (np.rot90(a, k) for a in (image, valid, spots))
+    arrays = [np.rot90(a, k) for a in arrays]
     if rng.random() < 0.5:
-        image, valid, spots = (a[:, ::-1] for a in (image, valid, spots))
+        arrays = [a[:, ::-1] for a in arrays]
+    image, valid, spots = arrays[:3]
     image = np.ascontiguousarray(image, dtype=np.float32)
     if rng.random() < 0.4:  # integrating (CCD-like) detector: gain, offset, read noise
         gain = float(rng.uniform(0.5, 4.0))
         pedestal = float(rng.choice([0.0, rng.uniform(5, 100)]))
         read = float(rng.uniform(0.0, 3.0))
         image = image * gain + pedestal + rng.normal(0.0, read, image.shape).astype(np.float32)
-    return image, np.ascontiguousarray(valid), np.ascontiguousarray(spots)
+    out = (image, np.ascontiguousarray(valid), np.ascontiguousarray(spots))
+    return out if ignore is None else out + (np.ascontiguousarray(arrays[3]),)
 
 
 def _make_batch(crops, cfg: SpotTrainingConfig, rng, augment: bool):
@@ -141,15 +226,15 @@ def _make_batch(crops, cfg: SpotTrainingConfig, rng, augment: bool):
 
     xs, ts, ws, vs = [], [], [], []
     c = cfg.crop
-    for image, valid, spots in crops:
+    for image, valid, spots, ignore in crops:
         if augment:
-            image, valid, spots = augment_crop(image, valid, spots, rng)
+            image, valid, spots, ignore = augment_crop(image, valid, spots, rng, ignore)
         # normalise over the full context (the inference tile size), train on a part
         x = prepare_input(image, valid)
         y0 = int(rng.integers(0, image.shape[0] - c + 1))
         x0 = int(rng.integers(0, image.shape[1] - c + 1))
         sl = (slice(y0, y0 + c), slice(x0, x0 + c))
-        x, valid, spots = x[(slice(None),) + sl], valid[sl], spots[sl]
+        x, valid, spots, ignore = x[(slice(None),) + sl], valid[sl], spots[sl], ignore[sl]
         xs.append(np.ascontiguousarray(x))
         ts.append(spots & valid)
         ws.append(
@@ -157,7 +242,7 @@ def _make_batch(crops, cfg: SpotTrainingConfig, rng, augment: bool):
                 spots & valid, max_distance=cfg.max_distance, sigma=cfg.boundary_sigma, w0=cfg.boundary_weight
             )
         )
-        vs.append(valid)
+        vs.append(valid & ~ignore)  # the loss's pixels: ice grains are neither spot nor background
     f = lambda a: torch.from_numpy(np.stack(a).astype(np.float32)[:, None])  # noqa: E731
     return torch.from_numpy(np.stack(xs)), f(ts), f(ws), f(vs)
 
@@ -176,9 +261,9 @@ def evaluate_spot_model(model, crops, *, device, batch_size: int = 8, threshold:
     with torch.inference_mode():
         for b0 in range(0, len(crops), batch_size):
             chunk = crops[b0 : b0 + batch_size]
-            x = torch.from_numpy(np.stack([prepare_input(im, v) for im, v, _ in chunk])).to(device)
+            x = torch.from_numpy(np.stack([prepare_input(im, v) for im, v, *_ in chunk])).to(device)
             prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
-            for (im, v, s), p in zip(chunk, prob):
+            for (im, v, s, *_), p in zip(chunk, prob):
                 pred = (p > threshold) & v
                 # the same clean-up as find_spots(method="unet"): blobs of one pixel are dropped
                 pred = label_spots(pred, min_spot_size=2, max_spot_size=np.iinfo(np.int32).max) > 0
@@ -215,10 +300,11 @@ def train_spot_model(
 
     Parameters
     ----------
-    train_frames, val_frames : iterable of (image, pixel_mask, spot_mask)
-        ``(n_slow, n_fast)`` arrays; ``pixel_mask`` may be None.  Crops are
-        drawn once per frame (``config.crops_per_frame``), so the frames need
-        not stay in memory.
+    train_frames, val_frames : iterable of (image, pixel_mask, spot_mask[, ignore])
+        ``(n_slow, n_fast)`` arrays; ``pixel_mask`` and ``ignore`` may be
+        None.  ``ignore`` marks pixels the loss leaves out (ice grains: see
+        :func:`ice_grain_ignore_mask`).  Crops are drawn once per frame
+        (``config.crops_per_frame``), so the frames need not stay in memory.
     config : SpotTrainingConfig
     device : str
     out_dir : path, optional
@@ -262,9 +348,10 @@ def train_spot_model(
 
     def crops_of(frames, n):
         out = []
-        for image, pixel_mask, spot_mask in frames:
+        for image, pixel_mask, spot_mask, *rest in frames:
             out += sample_crops(
-                image, pixel_mask, spot_mask, crop=cfg.context, n=n, spot_fraction=cfg.spot_crop_fraction, rng=rng
+                image, pixel_mask, spot_mask, crop=cfg.context, n=n, spot_fraction=cfg.spot_crop_fraction, rng=rng,
+                ignore=rest[0] if rest else None,
             )
         return out
 
