@@ -60,17 +60,40 @@ def test_model_shapes_size_and_stride():
     assert n_bytes < 4e6  # shipped weights stay a few MB
 
 
-def test_prepare_input_masks_and_is_gain_invariant():
+@pytest.mark.parametrize("normalisation", ["tile", "local"])
+def test_prepare_input_masks_and_is_gain_invariant(normalisation):
     img, pm, _ = synth_frame()
     valid = pm == 0
-    x = prepare_input(img, valid)
+    x = prepare_input(img, valid, normalisation=normalisation)
     assert x.shape == (2,) + img.shape and x.dtype == np.float32
     assert np.all(x[0][~valid] == 0) and np.array_equal(x[1], valid)
     # a CCD-like response (gain 3, pedestal 40) changes the counts, not the picture
-    x3 = prepare_input(img * 3 + 40, valid)
+    x3 = prepare_input(img * 3 + 40, valid, normalisation=normalisation)
     bg = valid & (img < np.percentile(img, 90))
     assert abs(np.median(x3[0][bg]) - np.median(x[0][bg])) < 0.3
-    assert np.all(np.isfinite(prepare_input(np.full((8, 8), np.nan), np.ones((8, 8), bool))))
+    nan = np.full((8, 8), np.nan)
+    assert np.all(np.isfinite(prepare_input(nan, np.ones((8, 8), bool), normalisation=normalisation)))
+    with pytest.raises(ValueError, match="normalisation"):
+        prepare_input(img, valid, normalisation="global")
+
+
+def test_local_normalisation_keeps_a_spot_on_a_ring_as_sharp_as_on_flat_background():
+    """The tile median/MAD inflates the noise scale where a tile crosses a ring; the local one does not."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:256, :256]
+    ring = 60 * np.exp(-0.5 * ((np.hypot(yy + 300, xx - 128) - 440) / 30) ** 2)  # a broad water-like ring
+    lam = 3 + 0.05 * xx + ring
+    spot = 150 / (2 * np.pi) * np.exp(-((yy - 140) ** 2 + (xx - 128) ** 2) / 2)  # on the ring's crest
+    img = rng.poisson(lam + spot).astype(np.float32)
+    valid = np.ones(img.shape, bool)
+    valid[:, 40:47] = False  # a module gap
+    local = prepare_input(img, valid, normalisation="local")[0]
+    tile = prepare_input(img, valid, normalisation="tile")[0]
+    far = valid & (np.hypot(yy - 140, xx - 128) > 8)
+    # background: unit noise about 0 everywhere, ring and gradient included
+    assert abs(np.median(local[far])) < 0.2 and 0.8 < np.std(local[far]) < 1.25
+    contrast = lambda x: x[139:142, 127:130].mean() - np.median(x[130:150, 110:120])  # noqa: E731
+    assert contrast(local) > 1.5 * contrast(tile)  # the tile's scale is inflated by the ring and the gradient
 
 
 @pytest.mark.parametrize("shape", [(37, 50), (300, 270), (256, 256)])

@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--init", metavar="MODEL",
                    help="start from the weights of this spots model (name, card path or 'default'; same "
                         "architecture) instead of a random initialisation; recorded as the card's base")
+    p.add_argument("--input-normalisation", choices=["local", "tile"], default="local",
+                   help="how each tile is normalised (default local: block-median background, noise from "
+                        "neighbouring pixels; tile: the first model's tile median and MAD)")
     p.add_argument("--label-ice-grains", action="store_true",
                    help="train ice grains on frames labelled ice_ring as background (default: the loss ignores "
                         "them; find_spots' ice_rings option handles them by resolution)")
@@ -58,7 +61,8 @@ def command_line(args) -> str:
     if args.val_data:
         parts += ["--val-data", *args.val_data]
     for opt in ("epochs", "device", "out", "save_to", "name", "batch_size", "crops_per_frame", "crop", "lr",
-                "weight_decay", "channels", "max_frames", "seed", "time_limit", "select", "resume", "init"):
+                "weight_decay", "channels", "max_frames", "seed", "time_limit", "select", "resume", "init",
+                "input_normalisation"):
         v = getattr(args, opt)
         if v is not None:
             parts += ["--" + opt.replace("_", "-"), str(v)]
@@ -114,6 +118,7 @@ def run(args) -> int:
         learning_rate=args.lr,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        input_normalisation=args.input_normalisation,
     )
     train_sets = [open_dataset(p) for p in args.data]
     train_idx = [(k, i) for k, ds in enumerate(train_sets) for i in range(len(ds))]
@@ -161,7 +166,7 @@ def run(args) -> int:
         "task": "spots",
         "architecture": "attention_unet",
         "config": dict(cfg.model),
-        "inference": {"tile": DEFAULT_TILE, "margin": DEFAULT_MARGIN, "threshold": 0.5},
+        "inference": {"tile": DEFAULT_TILE, "margin": DEFAULT_MARGIN, "threshold": 0.5, "input": cfg.input_normalisation},
         "training_command": command_line(args),
         "training_config": {k: v for k, v in cfg.__dict__.items()},
         "data": {"train": list(args.data), "val": list(args.val_data or ["last 10% of train"]),

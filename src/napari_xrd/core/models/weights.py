@@ -187,6 +187,7 @@ def _load_cached(card_path: str, mtime: float, device: str):
     except Exception as exc:  # torch raises many types for a bad file
         raise WeightsError(f"{wpath}: cannot load weights ({type(exc).__name__}: {exc})") from exc
     model.eval()
+    model.inference_options = dict(card.card.get("inference", {}))  # how to run it (tiles, input normalisation...)
     return model.to(device)
 
 

@@ -2,7 +2,7 @@
 
 A frame is cut into overlapping square tiles (``tile`` pixels, neighbours
 overlapping by ``2 · margin``); each tile is normalised on its own (see
-:func:`prepare_input`), tiles go through the network in batches, and only the
+:func:`prepare_input`; the model card's ``inference.input`` says how), tiles go through the network in batches, and only the
 centre of each tile (``margin`` pixels trimmed on every side) is written to
 the output, so every output pixel comes from a tile in which it has at least
 ``margin`` pixels of context: the stitching has no seams.  The frame is padded
@@ -21,20 +21,67 @@ import numpy as np
 
 from napari_xrd.core.progress import check_cancel, report
 
-__all__ = ["prepare_input", "predict_spot_probability", "predict_spot_mask", "DEFAULT_TILE", "DEFAULT_MARGIN"]
+__all__ = ["INPUT_NORMALISATIONS", "prepare_input", "predict_spot_probability", "predict_spot_mask", "DEFAULT_TILE", "DEFAULT_MARGIN"]
 
 DEFAULT_TILE = 256
 DEFAULT_MARGIN = 16
 
 
-def prepare_input(image, valid) -> np.ndarray:
+#: ``prepare_input(normalisation=...)`` choices; a model card's ``inference.input`` names the one its model was trained with.
+INPUT_NORMALISATIONS = ("tile", "local")
+_BLOCK = 16  # pixels: the local background is the median of blocks this size
+
+
+def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
+    """Smooth local background of ``a``: medians of ``block``-pixel squares, bilinearly interpolated.
+
+    A Bragg spot covers a small part of a block and does not move its
+    median; a water ring or a background gradient does.  The median of an
+    even count is the lower middle value.  Blocks without a valid pixel take
+    the median of the other blocks.
+    """
+    ny, nx = a.shape
+    by, bx = -(-ny // block), -(-nx // block)
+    pad = np.full((by * block, bx * block), np.nan, dtype=np.float32)
+    pad[:ny, :nx] = np.where(valid, a, np.nan)
+    blocks = pad.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by * bx, block * block)
+    n_valid = np.isfinite(blocks).sum(axis=1)
+    ranked = np.sort(blocks, axis=1)  # NaN (invalid) last: the median of the valid values is at (n - 1) // 2
+    med = ranked[np.arange(by * bx), np.maximum(n_valid - 1, 0) // 2]
+    med[n_valid == 0] = np.median(med[n_valid > 0]) if (n_valid > 0).any() else 0.0
+    # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond
+    return (_interp_matrix(ny, by, block) @ med.reshape(by, bx) @ _interp_matrix(nx, bx, block).T).astype(np.float32)
+
+
+def _interp_matrix(n: int, n_blocks: int, block: int) -> np.ndarray:
+    """(n, n_blocks) weights of linear interpolation from block centres to pixel indices."""
+    centres = (np.arange(n_blocks) + 0.5) * block - 0.5
+    w = np.zeros((n, n_blocks), dtype=np.float32)
+    for k in range(n_blocks):
+        e = np.zeros(n_blocks)
+        e[k] = 1.0
+        w[:, k] = np.interp(np.arange(n), centres, e)
+    return w
+
+
+def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
     """Network input for one tile: normalised counts and the valid-pixel mask.
 
-    The counts are variance-stabilised (Anscombe, ``2 sqrt(I + 3/8)``), the
-    median of the tile's valid pixels is subtracted and the result divided by
-    the robust spread (1.4826 · MAD, at least 1: Poisson noise), so that
-    background noise has unit scale whatever the detector, gain or exposure;
-    ``4 asinh(z / 4)`` then compresses strong spots and saturated pixels.
+    The counts are variance-stabilised (Anscombe, ``a = 2 sqrt(I + 3/8)``,
+    whose Poisson noise is about 1 whatever the count), a background is
+    subtracted and the result divided by a robust noise scale (at least 1:
+    Poisson noise), so that background noise has unit scale whatever the
+    detector, gain or exposure; ``4 asinh(z / 4)`` then compresses strong
+    spots and saturated pixels.
+
+    ``normalisation="tile"`` (the first shipped model) subtracts the tile's
+    median and divides by 1.4826 · MAD over the tile.  A tile crossing a
+    water ring or a steep background then gets a scale of 2–3 instead of
+    1, and a spot on the ring loses that factor in contrast, and more to the
+    ``asinh`` since its background sits far above the median.
+    ``normalisation="local"`` subtracts a local background (medians of
+    16-pixel blocks, interpolated) and estimates the scale from differences
+    of neighbouring pixels, which background gradients do not inflate.
 
     Parameters
     ----------
@@ -42,23 +89,35 @@ def prepare_input(image, valid) -> np.ndarray:
         Raw counts (negative values clipped to 0).
     valid : (H, W) bool array_like
         True for usable pixels.
+    normalisation : {"tile", "local"}
 
     Returns
     -------
     x : (2, H, W) float32 ndarray
         Channel 0: normalised image, 0 on invalid pixels; channel 1: ``valid``.
     """
+    if normalisation not in INPUT_NORMALISATIONS:
+        raise ValueError(f"normalisation must be one of {INPUT_NORMALISATIONS}, got {normalisation!r}")
     img = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, dtype=bool) & np.isfinite(img)
     a = 2.0 * np.sqrt(np.clip(np.nan_to_num(img, nan=0.0, posinf=0.0), 0, None) + 0.375, dtype=np.float32)
     out = np.zeros((2,) + img.shape, dtype=np.float32)
-    vals = a[valid]
-    if vals.size:
-        if vals.size > 16384:  # a strided sample is enough for robust statistics
-            vals = vals[:: vals.size // 8192]
-        med = np.median(vals)
-        scale = max(1.4826 * float(np.median(np.abs(vals - med))), 1.0)
-        z = (a - med) / np.float32(scale)
+    if valid.any():
+        if normalisation == "tile":
+            vals = a[valid]
+            if vals.size > 16384:  # a strided sample is enough for robust statistics
+                vals = vals[:: vals.size // 8192]
+            med = np.median(vals)
+            scale = max(1.4826 * float(np.median(np.abs(vals - med))), 1.0)
+            z = (a - med) / np.float32(scale)
+        else:
+            r = a - _block_median_background(a, valid)
+            pairs = valid[:, 1:] & valid[:, :-1]
+            diffs = np.abs(r[:, 1:] - r[:, :-1])[pairs]
+            if diffs.size > 16384:
+                diffs = diffs[:: diffs.size // 8192]
+            scale = max(1.4826 * float(np.median(diffs)) / np.sqrt(2.0), 1.0) if diffs.size else 1.0
+            z = r / np.float32(scale)
         out[0] = np.where(valid, 4.0 * np.arcsinh(z / 4.0), 0.0)
     out[1] = valid
     return out
@@ -178,6 +237,8 @@ def predict_spot_probability(
 
         net, card = load_model(model, task="spots", device=str(dev))
         card_inference = card.card.get("inference", {})
+    # how the model's input was normalised in training: its card, or what training or load_model attached
+    normalisation = card_inference.get("input", getattr(net, "inference_options", {}).get("input", "tile"))
     net = _inference_model(net)
     tile = int(tile or card_inference.get("tile", DEFAULT_TILE))
     margin = int(margin if margin is not None else card_inference.get("margin", DEFAULT_MARGIN))
@@ -204,7 +265,8 @@ def predict_spot_probability(
         for b0 in range(0, total, batch_size):
             check_cancel(cancel)
             batch = origins[b0 : b0 + batch_size]
-            xb = np.stack([prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile]) for y, x in batch])
+            xb = np.stack([prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile],
+                                         normalisation=normalisation) for y, x in batch])
             logits = net(torch.from_numpy(xb).to(dev).contiguous(memory_format=torch.channels_last))
             p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin].cpu().numpy()
             for (y, x), pt in zip(batch, p):

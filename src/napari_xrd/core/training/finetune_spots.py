@@ -72,7 +72,8 @@ def train_on_examples(model, card, train_examples, simulated_examples, *, epochs
     n_sim = min(len(simulated_examples), int(round(simulated_per_correction * len(train_examples))))
     sims = [simulated_examples[i] for i in rng.choice(len(simulated_examples), n_sim, replace=False)] if n_sim else []
     frames = [(ex.image, ex.pixel_mask, ex.spot_mask) for ex in list(train_examples) + sims]
-    cfg = SpotTrainingConfig(model=dict(card.card["config"]), learning_rate=learning_rate, seed=seed)
+    cfg = SpotTrainingConfig(model=dict(card.card["config"]), learning_rate=learning_rate, seed=seed,
+                             input_normalisation=card.card.get("inference", {}).get("input", "tile"))
     # a handful of corrected frames gives only a few batches per epoch: run at
     # least ``min_steps`` optimiser steps so that small stores still adapt
     steps_per_epoch = max(1, math.ceil(len(frames) * cfg.crops_per_frame / cfg.batch_size))

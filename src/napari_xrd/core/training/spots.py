@@ -61,6 +61,7 @@ class SpotTrainingConfig:
     dice_weight: float = 1.0
     augment: bool = True
     seed: int = 0
+    input_normalisation: str = "local"  # prepare_input(normalisation=...); recorded in the card's inference.input
 
 
 def distance_weighted_loss(logits, target, weights, valid, *, dice_weight: float = 1.0):
@@ -230,7 +231,7 @@ def _make_batch(crops, cfg: SpotTrainingConfig, rng, augment: bool):
         if augment:
             image, valid, spots, ignore = augment_crop(image, valid, spots, rng, ignore)
         # normalise over the full context (the inference tile size), train on a part
-        x = prepare_input(image, valid)
+        x = prepare_input(image, valid, normalisation=cfg.input_normalisation)
         y0 = int(rng.integers(0, image.shape[0] - c + 1))
         x0 = int(rng.integers(0, image.shape[1] - c + 1))
         sl = (slice(y0, y0 + c), slice(x0, x0 + c))
@@ -256,12 +257,13 @@ def evaluate_spot_model(model, crops, *, device, batch_size: int = 8, threshold:
     from napari_xrd.core.spots.metrics import centroids_from_mask, match_spots
 
     model.eval()
+    normalisation = getattr(model, "inference_options", {}).get("input", "tile")
     inter = union = 0
     hits_t = n_t = hits_p = n_p = 0
     with torch.inference_mode():
         for b0 in range(0, len(crops), batch_size):
             chunk = crops[b0 : b0 + batch_size]
-            x = torch.from_numpy(np.stack([prepare_input(im, v) for im, v, *_ in chunk])).to(device)
+            x = torch.from_numpy(np.stack([prepare_input(im, v, normalisation=normalisation) for im, v, *_ in chunk])).to(device)
             prob = torch.sigmoid(model(x).float())[:, 0].cpu().numpy()
             for (im, v, s, *_), p in zip(chunk, prob):
                 pred = (p > threshold) & v
@@ -362,6 +364,7 @@ def train_spot_model(
     model = build_attention_unet(**cfg.model)
     if initial_state is not None:
         model.load_state_dict(initial_state)
+    model.inference_options = {"input": cfg.input_normalisation}
     model = model.to(dev).to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
