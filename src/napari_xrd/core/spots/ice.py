@@ -194,7 +194,10 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         Spot resolutions, Å (from any finder).
     mode : {"auto", "filter", "keep"}
         "filter": every ice ring, fixed ``width`` in ``1/d²`` (Å⁻²);
-        "auto" and "keep": the shells :func:`contaminated_ice_shells` finds.
+        "auto" and "keep": the shells :func:`contaminated_ice_shells` finds,
+        and, on a frame where it finds one, the fixed-``width`` rings of the
+        other ice lines as well: crystallites that crowd one line are on the
+        others too, in numbers too small to be counted out.
     geometry, pixel_mask : optional
         Passed to :func:`contaminated_ice_shells`.
 
@@ -207,4 +210,7 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
     if mode == "filter":
         return ice_ring_spots(d_spacing, width=width)
     shells = contaminated_ice_shells(d_spacing, geometry=geometry, pixel_mask=pixel_mask)
-    return in_shells(d_spacing, shells)
+    on_ice = in_shells(d_spacing, shells)
+    if len(shells):
+        on_ice |= ice_ring_spots(d_spacing, width=width)
+    return on_ice
