@@ -57,3 +57,21 @@ def test_corrupted_copy_of_the_shipped_weights_is_refused(tmp_path):
     w.unlink()
     with pytest.raises(WeightsError, match="missing"):
         load_model(tmp_path / card.path.name, task="spots", device="cpu")
+
+
+def test_default_is_the_newest_shipped_model_and_carries_its_input_normalisation(tmp_path, monkeypatch):
+    from napari_xrd.core.models import weights
+    from napari_xrd.core.models.attention_unet import build_attention_unet
+
+    tiny = {"channels": [4, 8], "full_res_convs": 1, "stem": 2}
+    for name, created, inference in [("a-old", "2026-01-01T00:00:00+00:00", {}),
+                                     ("z-new", "2026-06-01T00:00:00+00:00", {"input": "local"})]:
+        weights.save_model(build_attention_unet(**tiny), {"name": name, "task": "spots", "architecture": "attention_unet",
+                                                          "config": tiny, "created": created, "inference": inference},
+                           tmp_path)
+    monkeypatch.setattr(weights, "shipped_model_dir", lambda: tmp_path)
+    monkeypatch.setenv("NAPARI_XRD_HOME", str(tmp_path / "home"))  # no user-promoted default
+    assert find_model("default", task="spots").name == "z-new"  # not the first by name
+    new, _ = load_model("default", task="spots", device="cpu")
+    old, _ = load_model("a-old", task="spots", device="cpu")
+    assert new.inference_options == {"input": "local"} and old.inference_options == {}

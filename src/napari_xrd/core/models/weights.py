@@ -135,7 +135,8 @@ def find_model(name_or_path, task: str | None = None) -> ModelCard:
     """A model card by name, by path to its .json/.pt, or "default" for a task.
 
     "default" is the user's promoted model for the task if there is one
-    (``user_model_dir()/default-<task>.txt`` names it), else the shipped one.
+    (``user_model_dir()/default-<task>.txt`` names it), else the newest
+    shipped one (by the card's ``created``).
     """
     p = Path(str(name_or_path))
     if p.suffix in (".json", ".pt") and p.exists():
@@ -151,7 +152,7 @@ def find_model(name_or_path, task: str | None = None) -> ModelCard:
             shipped = [c for c in list_models(task) if c.shipped]
             if not shipped:
                 raise WeightsError(f"no shipped model for task {task!r} in {shipped_model_dir()}")
-            return shipped[0]
+            return max(shipped, key=lambda c: str(c.card.get("created", "")))
     for c in list_models(task):
         if c.name == name:
             return c
