@@ -295,3 +295,22 @@ def test_threads_option_gives_the_same_probability_and_restores_torch():
     with pytest.raises(ValueError, match="threads"):
         predict_spot_probability(img, model=net, device="cpu", tile=64, margin=8, threads=0)
     assert torch.get_num_threads() == before
+
+
+def test_touching_spots_with_a_core_each_are_cut_apart():
+    from napari_xrd.core.spots.dispersion import label_spots
+    from napari_xrd.core.spots.split import split_touching_spots
+
+    yy, xx = np.mgrid[:40, :60]
+    blob = lambda y, x, s=3.0: np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * s**2))  # noqa: E731
+    prob = np.maximum(blob(20, 20), blob(20, 26))  # two spots joined by a bridge of probability ~0.6
+    prob = np.maximum(prob, blob(8, 50))  # and one alone
+    labels = label_spots(prob > 0.5, min_spot_size=2)
+    assert labels.max() == 2  # the pair is one region
+    split = split_touching_spots(labels, prob)
+    assert split.max() == 3 and np.array_equal(split > 0, labels > 0)  # no pixel gained or lost
+    assert split[20, 20] != split[20, 26] and split[20, 20] > 0 and split[20, 26] > 0
+    assert split[8, 50] == 1  # raster order: the lone spot's first pixel comes first
+    # one core, however elongated, is one spot
+    streak = np.maximum.reduce([blob(20, x, 1.5) for x in range(10, 30)])
+    assert split_touching_spots(label_spots(streak > 0.5, min_spot_size=2), streak).max() == 1

@@ -109,7 +109,8 @@ def find_spots(
         ``global_threshold`` as in ``dials.find_spots``).  "unet": the
         attention U-Net ``model`` (a name from ``list_models(task="spots")``,
         a path to a card, or "default"), pixels with probability above
-        ``threshold``.
+        ``threshold``; touching spots with a probability core each are cut
+        apart (:func:`~napari_xrd.core.spots.split.split_touching_spots`).
     geometry : DetectorGeometry, optional
         Gives each spot's resolution ``d``.
     pixel_mask : (n_slow, n_fast) uint32 array_like, optional
@@ -164,23 +165,29 @@ def find_spots(
         )
         min_size = DIALS_DEFAULTS["min_spot_size"] if min_spot_size is None else min_spot_size
     elif method == "unet":
-        from napari_xrd.core.spots.inference import predict_spot_mask
+        from napari_xrd.core.spots.inference import predict_spot_probability
 
-        strong = predict_spot_mask(
+        if not 0.0 < threshold < 1.0:
+            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+        probability = predict_spot_probability(
             image,
             pixel_mask=pixel_mask,
             model=model,
-            threshold=threshold,
             device=device,
             batch_size=batch_size,
             threads=threads,
             progress=progress,
             cancel=cancel,
         )
+        strong = probability > threshold
         min_size = 2 if min_spot_size is None else min_spot_size
     else:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
+    if method == "unet":  # touching spots, one probability core each, are cut apart
+        from napari_xrd.core.spots.split import split_touching_spots
+
+        labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
     table = spot_table(labels, image, geometry=geometry)
     if geometry is None:
         on_ice = np.zeros(len(table), dtype=bool)
