@@ -75,3 +75,22 @@ def test_default_is_the_newest_shipped_model_and_carries_its_input_normalisation
     new, _ = load_model("default", task="spots", device="cpu")
     old, _ = load_model("a-old", task="spots", device="cpu")
     assert new.inference_options == {"input": "local"} and old.inference_options == {}
+
+
+def test_tiny_weights_are_flushed_to_zero_on_load_and_save(tmp_path):
+    from napari_xrd.core.models import weights
+    from napari_xrd.core.models.attention_unet import build_attention_unet
+
+    tiny = {"channels": [4, 8], "full_res_convs": 1, "stem": 2}
+    net = build_attention_unet(**tiny)
+    state = net.state_dict()
+    w = next(k for k, v in state.items() if v.is_floating_point() and v.ndim == 4)
+    state[w].view(-1)[:3] = torch.tensor([1e-39, -3e-25, 0.25])  # a subnormal, a decayed weight, a live one
+    flushed = weights.flush_tiny_weights(state)
+    assert flushed[w].view(-1)[:3].tolist() == [0.0, 0.0, 0.25]
+    ints = [k for k, v in state.items() if not v.is_floating_point()]  # BatchNorm's step counters stay as they are
+    assert ints and all(torch.equal(flushed[k], state[k]) for k in ints)
+    net.load_state_dict(state)
+    weights.save_model(net, {"name": "t", "task": "spots", "architecture": "attention_unet", "config": tiny}, tmp_path)
+    saved = torch.load(tmp_path / "t.pt", weights_only=True)
+    assert saved[w].view(-1)[:3].tolist() == [0.0, 0.0, 0.25]

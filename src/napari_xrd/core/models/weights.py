@@ -46,6 +46,7 @@ __all__ = [
     "load_model",
     "save_model",
     "sha256_file",
+    "flush_tiny_weights",
 ]
 
 ARCHITECTURES: dict[str, Callable] = {}
@@ -159,6 +160,26 @@ def find_model(name_or_path, task: str | None = None) -> ModelCard:
     raise WeightsError(f"no model named {name!r}" + (f" for task {task!r}" if task else ""))
 
 
+def flush_tiny_weights(state: dict, *, below: float = 1e-20) -> dict:
+    """The state with floating-point values smaller than ``below`` in magnitude set to 0.
+
+    Weight decay drives the weights of dead channels towards 0, down to
+    subnormal numbers (below ~1.2e-38 in float32) and just above them.  They
+    change no output (against activations and weights of order 1e-3 to 1e6,
+    a weight of 1e-20 is 14 orders below float32's resolution), but CPU
+    arithmetic on the subnormal products they make is many times slower: a
+    Pilatus 6M frame took 16 s instead of 1.5 s.
+    """
+    import torch
+
+    out = {}
+    for k, v in state.items():
+        if torch.is_tensor(v) and v.is_floating_point():
+            v = torch.where(v.abs() < below, torch.zeros((), dtype=v.dtype), v)
+        out[k] = v
+    return out
+
+
 @functools.lru_cache(maxsize=8)
 def _load_cached(card_path: str, mtime: float, device: str):
     import torch
@@ -184,7 +205,7 @@ def _load_cached(card_path: str, mtime: float, device: str):
     model = ARCHITECTURES[arch](**card.card["config"])
     try:
         state = torch.load(wpath, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(flush_tiny_weights(state))
     except Exception as exc:  # torch raises many types for a bad file
         raise WeightsError(f"{wpath}: cannot load weights ({type(exc).__name__}: {exc})") from exc
     model.eval()
@@ -226,7 +247,7 @@ def save_model(model, card: dict, directory) -> ModelCard:
     if wpath.exists() or cpath.exists():
         raise WeightsError(f"{wpath}: a model with this name exists; choose a new name")
     tmp = wpath.with_suffix(".pt.tmp")
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = flush_tiny_weights({k: v.detach().cpu() for k, v in model.state_dict().items()})
     torch.save(state, tmp)
     os.replace(tmp, wpath)
     card = dict(card)

@@ -58,8 +58,9 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
     owner[cores[cores > 0]] = labels[cores > 0]
     per_spot = np.bincount(owner[big], minlength=n + 1)
     next_label = n + 1
+    boxes = ndimage.find_objects(out)
     for k in np.flatnonzero(per_spot >= 2):
-        sl = ndimage.find_objects((labels == k).astype(np.int8))[0]
+        sl = boxes[k - 1]
         region = labels[sl] == k
         seeds = np.where(region, cores[sl], 0)
         parts = watershed(-prob[sl], markers=seeds, mask=region)
