@@ -94,3 +94,25 @@ def test_tiny_weights_are_flushed_to_zero_on_load_and_save(tmp_path):
     weights.save_model(net, {"name": "t", "task": "spots", "architecture": "attention_unet", "config": tiny}, tmp_path)
     saved = torch.load(tmp_path / "t.pt", weights_only=True)
     assert saved[w].view(-1)[:3].tolist() == [0.0, 0.0, 0.25]
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_default_model_on_the_real_adsc_frame_finds_the_dispersion_spots():
+    from pathlib import Path
+
+    from napari_xrd.core.io import open_image
+    from napari_xrd.core.spots import find_spots
+    from napari_xrd.core.spots.metrics import match_spots
+
+    im = open_image(Path(__file__).resolve().parents[1] / "sample_data" / "adsc_q4_lysozyme_2002.img.bz2")
+    img, pm = im.frame(0), im.pixel_mask
+    disp = find_spots(img, method="dispersion", pixel_mask=pm, geometry=im.geometry)
+    unet = find_spots(img, method="unet", pixel_mask=pm, geometry=im.geometry, device="cpu")
+    xy = disp.table.fast_slow()
+    ny, nx = img.shape
+    inner = (xy[:, 0] > 3) & (xy[:, 0] < nx - 3) & (xy[:, 1] > 3) & (xy[:, 1] < ny - 3)  # the CCD's edge rows are noisy
+    _, found = match_spots(unet.table.fast_slow(), xy, radius=3.0)
+    assert found[inner].mean() >= 0.95
+    assert not unet.labels[pm != 0].any()  # nothing in the seams
+    assert unet.table.n_spots < 2000 and np.median(unet.table["size"]) < 30
