@@ -2,10 +2,11 @@
 
 A frame is cut into overlapping square tiles (``tile`` pixels, neighbours
 overlapping by ``2 · margin``); each tile is normalised on its own (see
-:func:`prepare_input`; the model card's ``inference.input`` says how), tiles go through the network in batches, and only the
-centre of each tile (``margin`` pixels trimmed on every side) is written to
-the output, so every output pixel comes from a tile in which it has at least
-``margin`` pixels of context: the stitching has no seams.  The frame is padded
+:func:`prepare_input`; the model card's ``inference.input`` says how), tiles
+go through the network in batches, and only the centre of each tile
+(``margin`` pixels trimmed on every side) is written to the output, so every
+output pixel comes from a tile in which it has at least ``margin`` pixels of
+context: the stitching has no seams.  The frame is padded
 with masked pixels so that border pixels get the same treatment.
 
 Masked pixels (``pixel_mask != 0``, NaN) are zeroed in the input, flagged in a
@@ -232,16 +233,15 @@ def predict_spot_probability(
         valid &= np.asarray(pixel_mask) == 0
 
     dev = select_device(device)
-    card_inference = {}
     if isinstance(model, torch.nn.Module):
         net = model.to(dev).eval()
     else:
         from napari_xrd.core.models.weights import load_model
 
-        net, card = load_model(model, task="spots", device=str(dev))
-        card_inference = card.card.get("inference", {})
-    # how the model's input was normalised in training: its card, or what training or load_model attached
-    normalisation = card_inference.get("input", getattr(net, "inference_options", {}).get("input", "tile"))
+        net, _ = load_model(model, task="spots", device=str(dev))
+    # tiles and input normalisation: the model card's "inference", which load_model (or training) attaches
+    card_inference = getattr(net, "inference_options", {})
+    normalisation = card_inference.get("input", "tile")
     net = _inference_model(net)
     tile = int(tile or card_inference.get("tile", DEFAULT_TILE))
     margin = int(margin if margin is not None else card_inference.get("margin", DEFAULT_MARGIN))

@@ -99,7 +99,7 @@ def ice_grain_ignore_mask(image, geometry, *, pixel_mask=None, spot_mask=None, s
     detection.  Labelling grains as background teaches the network that
     bright compact spots are not spots (it then hollows out the cores of
     strong reflections), so the loss ignores them instead.  A grain pixel
-    is one within ``shell_halfwidth`` of an ice line (in ``s = 1/d``) that
+    is one within ``shell_halfwidth`` of an ice line (in ``s = 1/d``)
     whose 3 × 3 mean is brighter than the line's azimuthal median by
     ``z_threshold`` robust standard deviations (Anscombe scale: a grain
     covers several pixels, a noise spike one); the set is grown by ``grow``
@@ -134,10 +134,11 @@ def ice_grain_ignore_mask(image, geometry, *, pixel_mask=None, spot_mask=None, s
     valid = np.isfinite(img)
     if pixel_mask is not None:
         valid &= np.asarray(pixel_mask) == 0
-    s = 1.0 / geometry.d_spacing_map()
-    ice_s = 1.0 / np.asarray(ICE_RING_D)
-    k = np.argmin(np.abs(s[..., None] - ice_s), axis=-1)
-    on_shell = (np.abs(s - ice_s[k]) < shell_halfwidth) & valid
+    s = (1.0 / geometry.d_spacing_map()).astype(np.float32)
+    to_line = np.full(s.shape, np.inf, dtype=np.float32)  # distance in s to the nearest ice line
+    for d in ICE_RING_D:
+        np.minimum(to_line, np.abs(s - np.float32(1.0 / d)), out=to_line)
+    on_shell = (to_line < shell_halfwidth) & valid
     bright = np.zeros(img.shape, bool)
     if on_shell.any():
         # Anscombe counts averaged over 3 x 3 valid pixels: a grain (several pixels) stands out, a noise pixel does not
