@@ -116,3 +116,18 @@ def test_default_model_on_the_real_adsc_frame_finds_the_dispersion_spots():
     assert found[inner].mean() >= 0.95
     assert not unet.labels[pm != 0].any()  # nothing in the seams
     assert unet.table.n_spots < 2000 and np.median(unet.table["size"]) < 30
+
+
+def test_flush_denormals_zeroes_subnormal_arithmetic_and_restores_the_setting():
+    from napari_xrd.core.device import flush_denormals
+
+    def flushed():
+        return (torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() == 0.0
+
+    before = flushed()
+    with flush_denormals():
+        if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 with SSE3 / AVX
+            assert flushed()
+        # normal numbers are untouched
+        assert (torch.tensor([1e-30]) * 2.0).item() == pytest.approx(2e-30)
+    assert flushed() == before

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["select_device", "autocast_context"]
+__all__ = ["select_device", "autocast_context", "flush_denormals"]
 
 
 def select_device(device: str | None = "auto"):
@@ -49,3 +49,28 @@ def autocast_context(device, enabled: bool = True):
     if enabled and getattr(device, "type", str(device)) == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
     return contextlib.nullcontext()
+
+
+class flush_denormals:
+    """Context in which CPU float arithmetic treats subnormal numbers as 0.
+
+    Weight decay drives unused weights (and their Adam moments) towards 0,
+    through the subnormal range (below ~1.2e-38 in float32), where x86
+    arithmetic is many times slower: late in a CPU training run a step took
+    twice as long as early on.  The previous setting is restored on exit.
+    Sets nothing on a CPU without the instructions (``set_flush_denormal``
+    returns False there).
+    """
+
+    def __enter__(self):
+        import torch
+
+        self._before = bool((torch.tensor([1e-40], dtype=torch.float32) * 1.0).item() == 0.0)
+        torch.set_flush_denormal(True)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_flush_denormal(self._before)
+        return False

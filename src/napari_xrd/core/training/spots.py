@@ -339,7 +339,7 @@ def train_spot_model(
     """
     import torch
 
-    from napari_xrd.core.device import select_device
+    from napari_xrd.core.device import flush_denormals, select_device
     from napari_xrd.core.models.attention_unet import build_attention_unet
 
     cfg = config or SpotTrainingConfig()
@@ -398,53 +398,54 @@ def train_spot_model(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    step = start_epoch * steps_per_epoch
-    out_of_time = False
-    for epoch in range(start_epoch, cfg.epochs):
-        if out_of_time:
-            break
-        model.train()
-        t0 = time.time()
-        order = rng.permutation(len(train))
-        losses = []
-        for b0 in range(0, len(order), cfg.batch_size):
-            check_cancel(cancel)
-            batch = [train[i] for i in order[b0 : b0 + cfg.batch_size]]
-            x, t, w, v = (a.to(dev) for a in _make_batch(batch, cfg, rng, cfg.augment))
-            x = x.contiguous(memory_format=torch.channels_last)
-            loss = distance_weighted_loss(model(x), t, w, v, dice_weight=cfg.dice_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            losses.append(loss.item())
-            step += 1
-            report(progress, step, total, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-20:]):.4f}")
-            if time_limit and time.time() - t_start > time_limit:
-                out_of_time = True
+    with flush_denormals():  # decayed weights turn subnormal: slow CPU arithmetic late in a run
+        step = start_epoch * steps_per_epoch
+        out_of_time = False
+        for epoch in range(start_epoch, cfg.epochs):
+            if out_of_time:
                 break
-        metrics = evaluate_spot_model(model, val, device=dev) if val else {}
-        entry = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
-                 "seconds": round(time.time() - t0, 1), **metrics}
-        history.append(entry)
-        if best is None or metrics.get("f1", 0) >= best["f1"]:
-            best = {"f1": metrics.get("f1", 0), "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        if log is not None:
-            log(json.dumps(entry))
-        if out is not None:
-            ck = {
-                "model": model.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "epoch": epoch + 1,
-                "history": history,
-                "best": best,
-                "config": asdict(cfg),
-                "rng_seed": int(rng.integers(2**31)),
-            }
-            torch.save(ck, out / "checkpoint.tmp")
-            (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
-            (out / "history.json").write_text(json.dumps(history, indent=1))
+            model.train()
+            t0 = time.time()
+            order = rng.permutation(len(train))
+            losses = []
+            for b0 in range(0, len(order), cfg.batch_size):
+                check_cancel(cancel)
+                batch = [train[i] for i in order[b0 : b0 + cfg.batch_size]]
+                x, t, w, v = (a.to(dev) for a in _make_batch(batch, cfg, rng, cfg.augment))
+                x = x.contiguous(memory_format=torch.channels_last)
+                loss = distance_weighted_loss(model(x), t, w, v, dice_weight=cfg.dice_weight)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                step += 1
+                report(progress, step, total, f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses[-20:]):.4f}")
+                if time_limit and time.time() - t_start > time_limit:
+                    out_of_time = True
+                    break
+            metrics = evaluate_spot_model(model, val, device=dev) if val else {}
+            entry = {"epoch": epoch + 1, "steps": len(losses), "loss": float(np.mean(losses)),
+                     "seconds": round(time.time() - t0, 1), **metrics}
+            history.append(entry)
+            if best is None or metrics.get("f1", 0) >= best["f1"]:
+                best = {"f1": metrics.get("f1", 0), "epoch": epoch + 1, "state": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+            if log is not None:
+                log(json.dumps(entry))
+            if out is not None:
+                ck = {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "epoch": epoch + 1,
+                    "history": history,
+                    "best": best,
+                    "config": asdict(cfg),
+                    "rng_seed": int(rng.integers(2**31)),
+                }
+                torch.save(ck, out / "checkpoint.tmp")
+                (out / "checkpoint.tmp").replace(out / "checkpoint.pt")
+                (out / "history.json").write_text(json.dumps(history, indent=1))
     if select == "best" and best is not None:
         model.load_state_dict(best["state"])
     model.eval()
