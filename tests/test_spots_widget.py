@@ -138,3 +138,30 @@ def test_widget_flags_spotty_ice_ring_spots(make_napari_viewer, qtbot):
     w._ice.value = "auto"
     w.run()
     qtbot.waitUntil(lambda: w._worker is None and len(viewer.layers["ice spot centres"].data) == 12, timeout=20000)
+
+
+def test_widget_flags_or_drops_the_spot_in_the_beamstop_shadow(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+    from test_spots_beamstop import _frame
+
+    viewer = make_napari_viewer()
+    img, pm, geom, streak, outside = _frame()
+    viewer.add_image(img, name="bs", metadata={"geometry": geom})
+    w = SpotsWidget(viewer)
+    w._shadow.value = "keep"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "bs spot centres" in viewer.layers, timeout=20000)
+    pts = viewer.layers["bs spot centres"]
+    shadow = np.asarray(pts.features["beamstop_shadow"], bool)
+    n, n_shadow = len(pts.data), int(shadow.sum())
+    # the streak, and perhaps noise the dispersion finder picks up on the disc's edge (radius 30 px)
+    assert 1 <= n_shadow <= 4 and f"{n_shadow} in the beamstop shadow" in w._count.value
+    np.testing.assert_allclose(pts.border_color[shadow][:, :3], [[1, 0, 1]] * n_shadow)
+    # napari (row, col) with pixel centres on integers: the streak's centre minus a half pixel
+    assert np.hypot(*(pts.data[shadow] - [streak[1] - 0.5, streak[0] - 0.5]).T).min() < 1.5
+    assert np.hypot(*(pts.data[shadow] - [189.5, 209.5]).T).max() < 33
+    w._shadow.value = "auto"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and len(viewer.layers["bs spot centres"].data) == n - n_shadow,
+                    timeout=20000)
+    assert not np.asarray(viewer.layers["bs spot centres"].features["beamstop_shadow"], bool).any()

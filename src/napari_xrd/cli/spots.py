@@ -39,6 +39,9 @@ def add_parser(sub) -> None:
                    "(JSON ice_ring)")
     p.add_argument("--filter-ice-rings", dest="ice_rings", action="store_const", const="filter",
                    help="same as --ice-rings filter")
+    p.add_argument("--beamstop-shadow", choices=["auto", "keep"], default="auto",
+                   help="spots in the beamstop's shadow, found on the frame near the beam centre: auto = drop them "
+                   "(default); keep = keep them, flagged (JSON beamstop_shadow)")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -60,7 +63,8 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
     list of dict
         One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
         ``background``, ``size``, ``peak``, ``d`` (None without geometry),
-        ``ice_ring`` (in an ice-ring shell; see ``find_spots(ice_rings=...)``).
+        ``ice_ring`` (in an ice-ring shell; see ``find_spots(ice_rings=...)``),
+        ``beamstop_shadow`` (in the beamstop's shadow).
     """
     from napari_xrd.core.io import open_image
     from napari_xrd.core.progress import report
@@ -103,6 +107,7 @@ def run(args) -> int:
         device=args.device,
         threads=args.threads,
         ice_rings=args.ice_rings,
+        beamstop_shadow=args.beamstop_shadow,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)

@@ -5,7 +5,7 @@ progress and one result per frame); results reach the layers only through
 the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
-one Points layer (centroids with features intensity, d, size, ice_ring, frame).
+one Points layer (centroids with features intensity, d, size, ice_ring, beamstop_shadow, frame).
 """
 
 from __future__ import annotations
@@ -93,6 +93,9 @@ class SpotsWidget(Container):
                              tooltip="needs the detector geometry. auto: drop spots in ice shells crowded with "
                              "spots on this frame (spotty ice); filter: drop spots on every ice ring (DIALS "
                              "filter.ice_rings); keep: drop none, flag them (feature ice_ring)")
+        self._shadow = ComboBox(label="beamstop shadow", choices=["auto", "keep"], value="auto",
+                                tooltip="auto: drop spots in the beamstop's shadow, found on the frame near the beam "
+                                "centre; keep: keep them, flagged (feature beamstop_shadow, magenta)")
         self._run = PushButton(text="Find spots")
         self._cancel = PushButton(text="Cancel", enabled=False)
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
@@ -101,7 +104,7 @@ class SpotsWidget(Container):
         super().__init__(
             widgets=[
                 self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._frames,
-                self._ice, self._run, self._cancel, self._progress, self._count, self._shells,
+                self._ice, self._shadow, self._run, self._cancel, self._progress, self._count, self._shells,
             ]
         )
         self._worker = None
@@ -139,7 +142,8 @@ class SpotsWidget(Container):
         return [int(self._viewer.dims.current_step[0])]
 
     def _options(self, has_geometry: bool) -> dict:
-        common = {"ice_rings": self._ice.value if has_geometry or self._ice.value != "filter" else "keep"}
+        common = {"ice_rings": self._ice.value if has_geometry or self._ice.value != "filter" else "keep",
+                  "beamstop_shadow": self._shadow.value}
         if self._method.value == "unet":
             return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value, **common}
         return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value),
@@ -239,7 +243,7 @@ class SpotsWidget(Container):
             labels.data[f] = lab
             labels.refresh()
         self._tables[(layer.name, f)] = table
-        coords, feats = [], {"intensity": [], "d": [], "size": [], "ice_ring": [], "frame": []}
+        coords, feats = [], {"intensity": [], "d": [], "size": [], "ice_ring": [], "beamstop_shadow": [], "frame": []}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -250,17 +254,21 @@ class SpotsWidget(Container):
             feats["intensity"].append(t["intensity"])
             feats["d"].append(t["d"])
             feats["size"].append(t["size"])
-            feats["ice_ring"].append(np.asarray(t.get("ice_ring", np.zeros(len(t), bool)), bool))
+            for flag in ("ice_ring", "beamstop_shadow"):
+                feats[flag].append(np.asarray(t.get(flag, np.zeros(len(t), bool)), bool))
             feats["frame"].append(np.full(len(t), fr))
         data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))
         points.data = data
         points.features = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in feats.items()}
-        if len(data):  # spots flagged as ice grains (ice rings "keep") in cyan, the others in yellow
+        if len(data):  # flagged spots ("keep"): ice grains in cyan, in the beamstop shadow in magenta; others yellow
             colours = np.tile(np.array([1.0, 1.0, 0.0, 1.0]), (len(data), 1))
             colours[np.asarray(points.features["ice_ring"], bool)] = (0.0, 1.0, 1.0, 1.0)
+            colours[np.asarray(points.features["beamstop_shadow"], bool)] = (1.0, 0.0, 1.0, 1.0)
             points.border_color = colours
         self._progress.value = r["done"]
         n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
         count = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
-        self._count.value = count + (f"; {n_ice} on ice rings (cyan)" if n_ice else "")
+        n_shadow = int(np.count_nonzero(table["beamstop_shadow"])) if "beamstop_shadow" in table else 0
+        self._count.value = (count + (f"; {n_ice} on ice rings (cyan)" if n_ice else "")
+                             + (f"; {n_shadow} in the beamstop shadow (magenta)" if n_shadow else ""))
         self._shells.value = _format_shells(shell_table(table["d"]))

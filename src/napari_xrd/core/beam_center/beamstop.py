@@ -24,7 +24,7 @@ import numpy as np
 
 from napari_xrd.core.beam_center._common import block_sums
 
-__all__ = ["find_beamstop"]
+__all__ = ["find_beamstop", "beamstop_shadow_mask"]
 
 #: rays (every 4°) on which the disc's edge must be seen for a circle fit: a
 #: quarter of the circle, so a disc half hidden by a module gap still counts
@@ -40,7 +40,10 @@ def _masked_blur(values, weights, sigma):
 
 
 def _dark_blocks(data, valid, factor):
-    s, n = block_sums(data, valid, factor)
+    return _dark_blocks_from_sums(*block_sums(data, valid, factor), factor)
+
+
+def _dark_blocks_from_sums(s, n, factor):
     n = n.astype(np.float64)
     ok = n >= 0.5 * factor * factor
     mean = np.where(ok, s / np.maximum(n, 1), 0.0)
@@ -256,3 +259,105 @@ def _refine(data, valid, component, ij, r_blocks, factor, level):
         "edge_points": int(n_pts),
         "edge_rms_px": float(rms),
     }
+
+
+def beamstop_shadow_mask(
+    image,
+    valid,
+    *,
+    beam_center=None,
+    pixel_size: float | None = None,
+    search_radius_px: float | None = None,
+    core_fraction: float = 0.3,
+    edge_fraction: float = 0.6,
+) -> np.ndarray:
+    """Pixels in the beamstop's shadow (disc and arm), found from the frame itself.
+
+    XDS leaves pixels whose background is far below that of their
+    surroundings out of integration as shadowed (DEFPIX's
+    ``VALUE_RANGE_FOR_TRUSTED_DETECTOR_PIXELS``); this is the same idea,
+    limited to the shadow near the beam.  On ~0.3 mm blocks: the core is
+    photon-significantly dark (below ``core_fraction`` of the local level,
+    as :func:`find_beamstop` judges darkness) in a component that comes
+    within ``search_radius_px`` of ``beam_center``; it grows into connected
+    blocks below ``edge_fraction`` of the level (the penumbra), and holes in
+    it (streaks of scatter inside the shadow; holes closed by module gaps)
+    are filled.  Levels are taken above the detector's pedestal (the 0.1th
+    percentile of block means: a CCD reads a few tens of counts with no
+    photons, so its shadow is not dark in raw counts).  Gaps and masked
+    pixels never count as shadow.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) ndarray
+        One frame, counts.
+    valid : (n_slow, n_fast) bool ndarray
+        Measured pixels.
+    beam_center : (fast, slow), optional
+        Pixels, corner convention; default the image centre.  A header's
+        value will do: the search radius allows for it being off by mm.
+    pixel_size : float, optional
+        mm; sets the block size (~0.3 mm) and the default search radius
+        (10 mm).
+    search_radius_px : float, optional
+        Default 10 mm, or a quarter of the larger side without
+        ``pixel_size``.
+    core_fraction, edge_fraction : float
+        Darkness, as a fraction of the local level above the pedestal, of
+        the shadow's core and of its edge.
+
+    Returns
+    -------
+    (n_slow, n_fast) bool ndarray
+        True in the shadow (all False when there is none).
+    """
+    from scipy import ndimage
+
+    data = np.asarray(image, dtype=np.float32)
+    valid = np.asarray(valid, bool)
+    if data.ndim != 2 or valid.shape != data.shape:
+        raise ValueError(f"image must be 2-D and valid of the same shape, got {data.shape} and {valid.shape}")
+    out = np.zeros(data.shape, bool)
+    if not valid.any():
+        return out
+    factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
+    typical = float(np.mean(data[valid][:: max(1, int(valid.sum()) // 200000)]))
+    if typical > 0:
+        factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
+    s, n = block_sums(data, valid, factor)
+    ok = n >= 0.5 * factor * factor
+    if not ok.any():
+        return out
+    mean = np.where(ok, s / np.maximum(n, 1), 0.0)
+    pedestal = max(float(np.percentile(mean[ok], 0.1)), 0.0)
+    dark, level = _dark_blocks_from_sums(s - pedestal * n, n, factor)
+    if not dark.any():
+        return out
+    h, w = dark.shape
+    if beam_center is None:
+        beam_center = (0.5 * data.shape[1], 0.5 * data.shape[0])
+    if search_radius_px is None:
+        search_radius_px = 10.0 / pixel_size if pixel_size else 0.25 * max(data.shape)
+    yy, xx = np.ogrid[:h, :w]
+    near = ((xx + 0.5) * factor - beam_center[0]) ** 2 + ((yy + 0.5) * factor - beam_center[1]) ** 2 <= search_radius_px**2
+    eight = np.ones((3, 3), bool)
+    lab, n_lab = ndimage.label(dark, structure=eight)
+    sizes = np.bincount(lab.ravel(), minlength=n_lab + 1)
+    seeds = np.unique(lab[near & dark])
+    seeds = seeds[(seeds > 0) & (sizes[seeds] >= 4)]  # a few blocks at least: not a noise dip
+    if seeds.size == 0:
+        return out
+    core = np.isin(lab, seeds)
+    # the penumbra: connected blocks below edge_fraction of the level
+    above = mean - pedestal
+    dim = ok & (above < edge_fraction * level)
+    lab2, _ = ndimage.label(dim | core, structure=eight)
+    shadow = np.isin(lab2, np.unique(lab2[core]))
+    # holes: scatter inside the shadow, and pockets a module gap closes (only
+    # the gap next to the shadow counts, or every module inside the gap grid
+    # of a pixel-array detector would be a hole)
+    gap_near = ~ok & ndimage.binary_dilation(shadow, structure=eight, iterations=3)
+    shadow = (ndimage.binary_fill_holes(shadow | gap_near) & ok) | shadow
+    full = np.repeat(np.repeat(shadow, factor, axis=0), factor, axis=1)
+    out[: full.shape[0], : full.shape[1]] = full
+    return out & valid

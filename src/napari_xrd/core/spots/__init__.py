@@ -41,9 +41,32 @@ __all__ = [
     "METHODS",
     "ICE_RING_D",
     "ICE_RING_MODES",
+    "SHADOW_MODES",
 ]
 
 METHODS = ("dispersion", "unet")
+SHADOW_MODES = ("auto", "keep")
+
+
+def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
+    """Which spots have their centroid in the beamstop's shadow."""
+    if len(table) == 0:
+        return np.zeros(0, dtype=bool)
+    from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
+
+    valid = np.isfinite(image) & (image >= 0)
+    if pixel_mask is not None:
+        valid &= np.asarray(pixel_mask) == 0
+    shadow = beamstop_shadow_mask(
+        image,
+        valid,
+        beam_center=None if geometry is None else geometry.beam_center,
+        pixel_size=None if geometry is None else geometry.pixel_size,
+    )
+    xy = table.fast_slow()
+    col = np.clip(np.floor(xy[:, 0]).astype(int), 0, image.shape[1] - 1)
+    row = np.clip(np.floor(xy[:, 1]).astype(int), 0, image.shape[0] - 1)
+    return shadow[row, col]
 
 
 class SpotResult(NamedTuple):
@@ -94,6 +117,7 @@ def find_spots(
     threads: int | None = None,
     ice_rings: str = "auto",
     ice_ring_width: float = 0.002,
+    beamstop_shadow: str = "auto",
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -136,18 +160,27 @@ def find_spots(
         spots that neither finder can tell from Bragg spots by their look.
     ice_ring_width : float
         Full width of an ice ring in ``1/d²`` (Å⁻²) for "filter".
+    beamstop_shadow : {"auto", "keep"}
+        Spots whose centroid lies in the beamstop's shadow, found on the
+        frame near the beam centre (``geometry``'s, else the image centre;
+        :func:`~napari_xrd.core.beam_center.beamstop.beamstop_shadow_mask`):
+        "auto" drops them (scatter leaking round the beamstop is not
+        diffraction), "keep" keeps and flags them.
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
     Returns
     -------
     SpotResult
-        ``labels`` and ``table``; the table has an ``ice_ring`` column
-        (bool) that marks spots in ice shells (all False for dropped modes,
-        whose flagged spots are gone).
+        ``labels`` and ``table``; the table has ``ice_ring`` and
+        ``beamstop_shadow`` columns (bool) that mark spots in ice shells and
+        in the shadow (all False for dropping modes, whose flagged spots are
+        gone).
     """
     if ice_rings not in ICE_RING_MODES:
         raise ValueError(f"unknown ice_rings {ice_rings!r}; use one of {', '.join(ICE_RING_MODES)}")
+    if beamstop_shadow not in SHADOW_MODES:
+        raise ValueError(f"unknown beamstop_shadow {beamstop_shadow!r}; use one of {', '.join(SHADOW_MODES)}")
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
@@ -196,8 +229,11 @@ def find_spots(
             table["d"], mode=ice_rings, geometry=geometry, pixel_mask=pixel_mask, width=ice_ring_width
         )
     table["ice_ring"] = on_ice
-    if ice_rings != "keep" and on_ice.any():
-        keep = ~on_ice
+    in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry)
+    table["beamstop_shadow"] = in_shadow
+    drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)
+    if np.any(drop):
+        keep = ~drop
         relabel = np.zeros(len(keep) + 1, dtype=np.int32)
         relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
         labels = relabel[labels]

@@ -49,8 +49,9 @@ class SpotTable(dict):
             for k in COLUMNS:
                 v = self[k][i]
                 row[k] = int(v) if k == "size" else (None if not np.isfinite(v) else float(v))
-            if "ice_ring" in self:
-                row["ice_ring"] = bool(self["ice_ring"][i])
+            for flag in ("ice_ring", "beamstop_shadow"):
+                if flag in self:
+                    row[flag] = bool(self[flag][i])
             out.append(row)
         return out
 
