@@ -30,6 +30,22 @@ def test_shell_found_only_where_grains_pile_up():
     assert in_shells(bragg, shells).mean() < 0.06
 
 
+def test_close_lines_each_get_a_narrow_shell_of_their_own():
+    # the 1.948, 1.917 and 1.883 Å lines lie 0.008-0.009 Å⁻¹ apart in s; each
+    # shell must hold its own grains, not stretch to cover its neighbours'
+    rng = np.random.default_rng(2)
+    bragg = _bragg_d(rng, 1000)
+    lines = [ICE_RING_D[i] for i in (6, 7, 8)]
+    assert np.allclose(lines, [1.948, 1.917, 1.883], atol=1e-3)
+    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, 0.001, 60)) for d in lines])
+    shells = contaminated_ice_shells(np.concatenate([bragg, grains]))
+    assert len(shells) == 3
+    half_widths = 0.5 * (1 / shells[:, 1] - 1 / shells[:, 0])
+    assert np.all(half_widths < 0.005)
+    assert in_shells(grains, shells).mean() > 0.9
+    assert in_shells(bragg, shells).mean() < 0.08  # narrow shells hold ~5% of them; shells stretched to 0.012, ~15%
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_no_shell_on_ice_free_spot_lists(seed):
     rng = np.random.default_rng(seed)

@@ -121,8 +121,9 @@ def contaminated_ice_shells(
     spots' own resolution range.  A line is contaminated when its count is at
     least ``min_count``, at least ``min_ratio`` times the expected count and
     above it by ``min_sigma`` Poisson standard deviations.  Its shell then
-    reaches as far from the line (up to ``max_half_width``) as it takes to
-    hold ``coverage`` of the excess spots.
+    reaches as far from the line (up to ``max_half_width``, and counting only
+    spots nearer this line than any other) as it takes to hold ``coverage``
+    of the excess spots.
 
     Parameters
     ----------
@@ -162,9 +163,11 @@ def contaminated_ice_shells(
     if exposure is None:  # uniform in s over the range the spots cover
         exposure = ((centres >= s.min()) & (centres <= s.max())).astype(float)
     counts = np.histogram(s, edges)[0].astype(float)
-    near_ice = np.min(np.abs(centres[:, None] - lines[None, :]), axis=1) < max_half_width
+    dist = np.abs(centres[:, None] - lines[None, :])
+    near_ice = dist.min(axis=1) < max_half_width
+    nearest_line = dist.argmin(axis=1)
     shells = []
-    for sk in lines:
+    for k, sk in enumerate(lines):
         off = np.abs(centres - sk)
         ref = (off < reference_half_width) & ~near_ice
         if exposure[ref].sum() <= 0:
@@ -175,7 +178,10 @@ def contaminated_ice_shells(
         significant = n_core > expected + min_sigma * np.sqrt(expected + 1)
         if n_core < min_count or n_core <= min_ratio * expected or not significant:
             continue
-        window = off < max_half_width
+        # the excess this line's shell must hold: only bins nearer this line than
+        # any other (the lines at 1.95, 1.92, 1.88 and 1.84 Å lie 0.008-0.014
+        # Å⁻¹ apart; a neighbour's grains would stretch the shell to its maximum)
+        window = (off < max_half_width) & (nearest_line == k)
         order = np.argsort(off[window])
         excess = np.cumsum(counts[window][order] - rho * exposure[window][order])
         reach = off[window][order]
