@@ -11,7 +11,8 @@ Prints (nothing is asserted):
    over spotty-ice frames only; each for the three ice-ring treatments of
    ``find_spots(ice_rings=...)`` ("keep": nothing dropped, "auto": spots in
    shells crowded on this frame dropped, "filter": DIALS's fixed ice-ring
-   filter), applied to the spot lists of all three finders alike.
+   filter), applied to the spot lists of all three finders alike, as is the
+   default removal of spots in the beamstop's shadow (``beamstop_shadow``).
 2. The real ADSC Q4 frame: the fraction of the dispersion finder's spots that
    the U-Net also finds (within 3 px), and U-Net spots in module seams or the
    beamstop shadow.
@@ -40,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
 from napari_xrd.core.spots import find_spots
 from napari_xrd.core.spots.metrics import mask_iou, spot_scores
 
@@ -108,9 +110,13 @@ def _ice_kind(still) -> str:
     return "spotty" if ice.get("spotty") else "smooth"
 
 
-def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask):
+def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None):
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
+    if shadow is not None and len(xy):  # find_spots' default beamstop_shadow="auto", for every finder alike
+        col = np.clip(np.floor(xy[:, 0]).astype(int), 0, shadow.shape[1] - 1)
+        row = np.clip(np.floor(xy[:, 1]).astype(int), 0, shadow.shape[0] - 1)
+        xy, d = xy[~shadow[row, col]], d[~shadow[row, col]]
     if ice != "keep" and len(xy):
         xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask)]
     return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
@@ -133,10 +139,11 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         true_xy = np.column_stack([spots["fast"], spots["slow"]])
         strong = (spots["snr"] >= 5) & spots["in_mask"]
         valid = pm == 0
+        shadow = beamstop_shadow_mask(img, valid, beam_center=geom.beam_center, pixel_size=geom.pixel_size)
         found, ious = {}, {}
         for name in ("unet", "dispersion"):
             res = find_spots(img, method=name, pixel_mask=pm, geometry=geom, model=model, device="cpu",
-                             ice_rings="keep")
+                             ice_rings="keep", beamstop_shadow="keep")
             found[name] = (res.table.fast_slow(), res.table["d"])
             ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
         try:
@@ -149,7 +156,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         row = {"frame": label, "kind": _ice_kind(still), "n_strong": int(strong.sum()), "scores": {}}
         for name, (xy, d) in found.items():
             for ice in ICE_VARIANTS:
-                s = _score(xy, d, true_xy, strong, ice, geom, pm)
+                s = _score(xy, d, true_xy, strong, ice, geom, pm, shadow)
                 s["iou"] = ious[name] if ice == "keep" else float("nan")
                 row["scores"][(name, ice)] = s
         rows.append(row)
