@@ -13,7 +13,7 @@ def _gaussian(img, x, y, photons, sigma=1.0):
     img += photons / (2 * np.pi * sigma**2) * np.exp(-((xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2) / (2 * sigma**2))
 
 
-def _frame(seed=0, *, pedestal=0.0, shadow=True, gaps=False):
+def _frame(seed=0, *, pedestal=0.0, shadow=True, gaps=False, bright_band=False):
     """A 400 x 400 frame, beam at (210.0, 190.0), a 30-px beamstop with an arm, spots in and out of its shadow."""
     rng = np.random.default_rng(seed)
     ny = nx = 400
@@ -21,6 +21,9 @@ def _frame(seed=0, *, pedestal=0.0, shadow=True, gaps=False):
     bx, by = 210.0, 190.0
     r = np.hypot(xx + 0.5 - bx, yy + 0.5 - by)
     expected = 35.0 + 25.0 * np.exp(-r / 150.0)
+    if bright_band:  # a bright patch in the disc's module (detector response, a flare): its surroundings
+        # read well below the smoothed local level, as dim as a penumbra
+        expected = np.where((yy >= 105) & (yy < 140), 6.0 * expected, expected)
     if shadow:
         disc = r < 30.0
         arm = (np.abs(yy + 0.5 - by) < 6.0) & (xx + 0.5 > bx)
@@ -106,3 +109,12 @@ def test_cli_drops_or_flags_the_shadowed_spot(tmp_path, capsys):
     assert main(["spots", str(path), "--json"]) == 0
     dropped = json.loads(capsys.readouterr().out)
     assert len(dropped) == len(kept) - 1 and not any(s["beamstop_shadow"] for s in dropped)
+
+
+def test_the_penumbra_is_grown_a_little_not_into_dim_surroundings():
+    img, pm, geom, _, _ = _frame(gaps=True, bright_band=True)
+    m = beamstop_shadow_mask(img, pm == 0, beam_center=geom.beam_center, pixel_size=geom.pixel_size)
+    yy, xx = np.mgrid[:400, :400]
+    r = np.hypot(xx + 0.5 - 210.0, yy + 0.5 - 190.0)
+    assert m[r < 25][pm[r < 25] == 0].mean() > 0.98
+    assert m[(r > 40) & (np.abs(yy + 0.5 - 190.0) > 12)].sum() == 0  # ~1 mm (6 px here) at most, and the arm

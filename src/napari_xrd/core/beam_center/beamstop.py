@@ -279,10 +279,10 @@ def beamstop_shadow_mask(
     limited to the shadow near the beam.  On ~0.3 mm blocks: the core is
     photon-significantly dark (below ``core_fraction`` of the local level,
     as :func:`find_beamstop` judges darkness) in a component that comes
-    within ``search_radius_px`` of ``beam_center``; it grows into connected
-    blocks below ``edge_fraction`` of the level (the penumbra), and holes in
-    it (streaks of scatter inside the shadow; holes closed by module gaps)
-    are filled.  Levels are taken above the detector's pedestal (the 0.1th
+    within ``search_radius_px`` of ``beam_center``; it grows by up to 1 mm
+    into blocks below ``edge_fraction`` of the level (the penumbra), and
+    holes in it no larger than itself (streaks of scatter inside the shadow;
+    pockets closed by module gaps) are filled.  Levels are taken above the detector's pedestal (the 0.1th
     percentile of block means: a CCD reads a few tens of counts with no
     photons, so its shadow is not dark in raw counts).  Gaps and masked
     pixels never count as shadow.
@@ -347,17 +347,26 @@ def beamstop_shadow_mask(
     seeds = seeds[(seeds > 0) & (sizes[seeds] >= 4)]  # a few blocks at least: not a noise dip
     if seeds.size == 0:
         return out
-    core = np.isin(lab, seeds)
-    # the penumbra: connected blocks below edge_fraction of the level
-    above = mean - pedestal
-    dim = ok & (above < edge_fraction * level)
-    lab2, _ = ndimage.label(dim | core, structure=eight)
-    shadow = np.isin(lab2, np.unique(lab2[core]))
-    # holes: scatter inside the shadow, and pockets a module gap closes (only
-    # the gap next to the shadow counts, or every module inside the gap grid
-    # of a pixel-array detector would be a hole)
+    shadow = np.isin(lab, seeds)
+    # the penumbra: blocks below edge_fraction of the level, at most ~1 mm
+    # out from the core (a dim neighbour module, or the dip inside a water
+    # ring, is not shadow)
+    dim = ok & (mean - pedestal < edge_fraction * level)
+    for _ in range(max(1, int(round(1.0 / (factor * pixel_size)))) if pixel_size else 3):
+        grown = ndimage.binary_dilation(shadow, structure=eight) & dim
+        if not (grown & ~shadow).any():
+            break
+        shadow |= grown
+    # holes: scatter inside the shadow, and pockets a module gap closes (the
+    # gap next to the shadow only); a hole larger than the shadow itself is a
+    # module the shadow and the gaps happen to surround, not a hole
     gap_near = ~ok & ndimage.binary_dilation(shadow, structure=eight, iterations=3)
-    shadow = (ndimage.binary_fill_holes(shadow | gap_near) & ok) | shadow
+    holes = ndimage.binary_fill_holes(shadow | gap_near) & ok & ~shadow
+    hole_lab, n_holes = ndimage.label(holes, structure=eight)
+    if n_holes:
+        hole_size = np.bincount(hole_lab.ravel(), minlength=n_holes + 1)
+        small = np.flatnonzero(hole_size <= shadow.sum())
+        shadow |= np.isin(hole_lab, small[small > 0])
     full = np.repeat(np.repeat(shadow, factor, axis=0), factor, axis=1)
     out[: full.shape[0], : full.shape[1]] = full
     return out & valid
