@@ -42,6 +42,9 @@ def add_parser(sub) -> None:
     p.add_argument("--beamstop-shadow", choices=["auto", "keep"], default="auto",
                    help="spots in the beamstop's shadow, found on the frame near the beam centre: auto = drop them "
                    "(default); keep = keep them, flagged (JSON beamstop_shadow)")
+    p.add_argument("--min-spot-snr", type=float, default=None,
+                   help="drop spots whose integrated signal-to-noise ratio over the local background is below this "
+                   "(default: 3 for the U-Net, none for dispersion; JSON snr)")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -64,7 +67,8 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
         One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
         ``background``, ``size``, ``peak``, ``d`` (None without geometry),
         ``ice_ring`` (in an ice-ring shell; see ``find_spots(ice_rings=...)``),
-        ``beamstop_shadow`` (in the beamstop's shadow).
+        ``beamstop_shadow`` (in the beamstop's shadow), ``snr`` (integrated
+        signal-to-noise ratio over the local background).
     """
     from napari_xrd.core.io import open_image
     from napari_xrd.core.progress import report
@@ -108,6 +112,7 @@ def run(args) -> int:
         threads=args.threads,
         ice_rings=args.ice_rings,
         beamstop_shadow=args.beamstop_shadow,
+        min_spot_snr=args.min_spot_snr,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)

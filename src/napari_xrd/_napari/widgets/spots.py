@@ -5,7 +5,7 @@ progress and one result per frame); results reach the layers only through
 the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
-one Points layer (centroids with features intensity, d, size, ice_ring, beamstop_shadow, frame).
+one Points layer (centroids with features intensity, d, size, snr, ice_ring, beamstop_shadow, frame).
 """
 
 from __future__ import annotations
@@ -243,7 +243,8 @@ class SpotsWidget(Container):
             labels.data[f] = lab
             labels.refresh()
         self._tables[(layer.name, f)] = table
-        coords, feats = [], {"intensity": [], "d": [], "size": [], "ice_ring": [], "beamstop_shadow": [], "frame": []}
+        coords = []
+        feats = {k: [] for k in ("intensity", "d", "size", "snr", "ice_ring", "beamstop_shadow", "frame")}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -254,6 +255,7 @@ class SpotsWidget(Container):
             feats["intensity"].append(t["intensity"])
             feats["d"].append(t["d"])
             feats["size"].append(t["size"])
+            feats["snr"].append(np.asarray(t.get("snr", np.full(len(t), np.nan)), float))
             for flag in ("ice_ring", "beamstop_shadow"):
                 feats[flag].append(np.asarray(t.get(flag, np.zeros(len(t), bool)), bool))
             feats["frame"].append(np.full(len(t), fr))

@@ -26,6 +26,7 @@ from napari_xrd.core.spots.ice import (
     flag_ice_ring_spots,
     ice_ring_spots,
 )
+from napari_xrd.core.spots.significance import spot_significance
 from napari_xrd.core.spots.table import SpotTable, spot_table
 
 __all__ = [
@@ -46,6 +47,8 @@ __all__ = [
 
 METHODS = ("dispersion", "unet")
 SHADOW_MODES = ("auto", "keep")
+#: ``find_spots(method="unet")``'s default ``min_spot_snr``
+UNET_MIN_SNR = 3.0
 
 
 def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
@@ -118,6 +121,7 @@ def find_spots(
     ice_rings: str = "auto",
     ice_ring_width: float = 0.002,
     beamstop_shadow: str = "auto",
+    min_spot_snr: float | None = None,
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -166,6 +170,13 @@ def find_spots(
         :func:`~napari_xrd.core.beam_center.beamstop.beamstop_shadow_mask`):
         "auto" drops them (scatter leaking round the beamstop is not
         diffraction), "keep" keeps and flags them.
+    min_spot_snr : float, optional
+        Drop spots whose integrated signal-to-noise ratio over their local
+        background (table column ``snr``;
+        :func:`~napari_xrd.core.spots.significance.spot_significance`) is
+        below this.  Default: 3 for the U-Net, which has no photon-counting
+        test of its own; none for dispersion, whose per-pixel tests are
+        DIALS's.  0 keeps every spot.
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -222,6 +233,10 @@ def find_spots(
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
     table = spot_table(labels, image, geometry=geometry)
+    table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
+    min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
+    if min_snr is not None and min_snr > 0:
+        labels, table = _keep_spots(labels, table, ~(table["snr"] < min_snr))  # NaN (unmeasurable) is kept
     if geometry is None:
         on_ice = np.zeros(len(table), dtype=bool)
     else:
@@ -233,9 +248,15 @@ def find_spots(
     table["beamstop_shadow"] = in_shadow
     drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)
     if np.any(drop):
-        keep = ~drop
-        relabel = np.zeros(len(keep) + 1, dtype=np.int32)
-        relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-        labels = relabel[labels]
-        table = SpotTable({k: v[keep] for k, v in table.items()})
+        labels, table = _keep_spots(labels, table, ~drop)
     return SpotResult(labels, table)
+
+
+def _keep_spots(labels, table, keep):
+    """Labels and table with only the spots where ``keep`` is True, renumbered 1..n."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.all():
+        return labels, table
+    relabel = np.zeros(len(keep) + 1, dtype=np.int32)
+    relabel[1:][keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return relabel[labels], SpotTable({k: v[keep] for k, v in table.items()})

@@ -8,8 +8,9 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
 ``intensity``
     Summed raw counts over the spot's pixels (as ``dials.find_spots``' ``intensity.sum.value``).
 ``background``
-    Summed local background under the spot, when a background image is given, else NaN
-    (``null`` in JSON).
+    Summed local background under the spot, when a background image is given
+    (:func:`~napari_xrd.core.spots.find_spots` fills it from the median of
+    the pixels around the spot), else NaN (``null`` in JSON).
 ``size``
     Number of pixels.
 ``peak``
@@ -20,6 +21,12 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
     (added by :func:`~napari_xrd.core.spots.find_spots`) True where the spot
     lies in an ice-ring shell: one found contaminated on this frame
     (``ice_rings="auto"`` or ``"keep"``), or any ice shell (``"filter"``).
+``beamstop_shadow``
+    (added by ``find_spots``) True where the centroid lies in the beamstop's
+    shadow (kept with ``beamstop_shadow="keep"`` only).
+``snr``
+    (added by ``find_spots``) Integrated signal-to-noise ratio over the local
+    background (:mod:`napari_xrd.core.spots.significance`).
 """
 
 from __future__ import annotations
@@ -49,6 +56,9 @@ class SpotTable(dict):
             for k in COLUMNS:
                 v = self[k][i]
                 row[k] = int(v) if k == "size" else (None if not np.isfinite(v) else float(v))
+            if "snr" in self:
+                v = float(self["snr"][i])
+                row["snr"] = v if np.isfinite(v) else None
             for flag in ("ice_ring", "beamstop_shadow"):
                 if flag in self:
                     row[flag] = bool(self[flag][i])
