@@ -96,6 +96,43 @@ def test_local_normalisation_keeps_a_spot_on_a_ring_as_sharp_as_on_flat_backgrou
     assert contrast(local) > 1.5 * contrast(tile)  # the tile's scale is inflated by the ring and the gradient
 
 
+@pytest.mark.parametrize("normalisation", ["local", "tile"])
+def test_torch_input_normalisation_matches_numpy(normalisation):
+    """The batch version for the GPU gives the NumPy version's input, gaps, masked blocks and all."""
+    from napari_xrd.core.spots.device_input import prepare_input_batch
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:256, :256]
+    tiles, valids = [], []
+    for k in range(4):
+        lam = 4 + 50 * np.exp(-0.5 * ((np.hypot(yy + 300, xx - 128) - 440) / 20) ** 2) + 0.03 * k * xx
+        lam = lam + 200 / (2 * np.pi) * np.exp(-((yy - 60 - 30 * k) ** 2 + (xx - 90) ** 2) / 2)
+        img = rng.poisson(lam * (0.03 if k == 3 else 1.0)).astype(np.float32)  # the last one nearly empty
+        v = rng.random((256, 256)) > 0.01
+        v[:, 100:107] = False
+        if k == 2:
+            v[:, 200:] = False  # whole blocks without a valid pixel
+        tiles.append(img)
+        valids.append(v)
+    ref = np.stack([prepare_input(t, v, normalisation=normalisation) for t, v in zip(tiles, valids)])
+    got = prepare_input_batch(torch.from_numpy(np.stack(tiles)), torch.from_numpy(np.stack(valids)),
+                              normalisation=normalisation).numpy()
+    np.testing.assert_array_equal(got[:, 1], ref[:, 1])
+    assert np.abs(got - ref).max() < 0.05  # background noise has unit scale
+    with pytest.raises(ValueError, match="normalisation"):
+        prepare_input_batch(torch.zeros(1, 8, 8), torch.ones(1, 8, 8, dtype=torch.bool), normalisation="x")
+
+
+def test_inference_with_the_input_on_the_device_matches_the_numpy_path():
+    img, pm, _ = synth_frame(shape=(300, 280))
+    a = predict_spot_probability(img, pixel_mask=pm, device="cpu")
+    b = predict_spot_probability(img, pixel_mask=pm, device="cpu", input_on_device=True)
+    assert b.dtype == np.float32 and b.shape == a.shape
+    assert np.abs(a - b).max() < 0.1 and not b[pm != 0].any()
+    ma, mb = a > 0.5, b > 0.5
+    assert ma.any() and (ma & mb).sum() / (ma | mb).sum() > 0.97
+
+
 @pytest.mark.parametrize("shape", [(37, 50), (300, 270), (256, 256)])
 def test_tiles_cover_every_pixel_once_and_masked_pixels_are_zero(shape):
     rng = np.random.default_rng(0)

@@ -186,6 +186,7 @@ def predict_spot_probability(
     margin: int | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
+    input_on_device: bool | None = None,
     progress=None,
     cancel=None,
 ) -> np.ndarray:
@@ -212,6 +213,11 @@ def predict_spot_probability(
         core).  On a machine shared with other jobs, 1 thread per process
         avoids the long stalls of threads waiting for a busy core; to screen
         many frames, run one single-threaded process per core.
+    input_on_device : bool, optional
+        Normalise the tiles with torch on the inference device
+        (:func:`~napari_xrd.core.spots.device_input.prepare_input_batch`)
+        instead of NumPy on the CPU.  Default: on a GPU yes, on the CPU no
+        (NumPy is faster there).
     progress, cancel : callables, optional
 
     Returns
@@ -260,22 +266,40 @@ def predict_spot_probability(
     pad_x = len(xs) * step + 2 * margin - nx - margin
     img_p = np.pad(np.asarray(image, dtype=np.float32), ((margin, pad_y), (margin, pad_x)))
     val_p = np.pad(valid, ((margin, pad_y), (margin, pad_x)))
-    prob = np.zeros((ny, nx), dtype=np.float32)
+    on_device = dev.type != "cpu" if input_on_device is None else bool(input_on_device)
     origins = [(y, x) for y in ys for x in xs]
     total = len(origins)
     report(progress, 0, total, "U-Net tiles")
-    with torch.inference_mode(), autocast_context(dev), _torch_threads(threads if dev.type == "cpu" else None):
+    with torch.inference_mode(), _torch_threads(threads if dev.type == "cpu" else None):
+        if on_device:  # the frame goes to the device once; tiles are cut, normalised and stitched there
+            from napari_xrd.core.spots.device_input import prepare_input_batch
+
+            img_t, val_t = torch.from_numpy(img_p).to(dev), torch.from_numpy(val_p).to(dev)
+            prob = torch.zeros((ny, nx), dtype=torch.float32, device=dev)
+        else:
+            prob = np.zeros((ny, nx), dtype=np.float32)
         for b0 in range(0, total, batch_size):
             check_cancel(cancel)
             batch = origins[b0 : b0 + batch_size]
-            xb = np.stack([prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile],
-                                         normalisation=normalisation) for y, x in batch])
-            logits = net(torch.from_numpy(xb).to(dev).contiguous(memory_format=torch.channels_last))
-            p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin].cpu().numpy()
+            if on_device:  # float32: fp16 would blur the background subtraction
+                xb = prepare_input_batch(torch.stack([img_t[y : y + tile, x : x + tile] for y, x in batch]),
+                                         torch.stack([val_t[y : y + tile, x : x + tile] for y, x in batch]),
+                                         normalisation=normalisation)
+            else:
+                xb = torch.from_numpy(np.stack([
+                    prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile],
+                                  normalisation=normalisation) for y, x in batch])).to(dev)
+            with autocast_context(dev):
+                logits = net(xb.contiguous(memory_format=torch.channels_last))
+            p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin]
+            if not on_device:
+                p = p.cpu().numpy()
             for (y, x), pt in zip(batch, p):
                 h, w = min(step, ny - y), min(step, nx - x)
                 prob[y : y + h, x : x + w] = pt[:h, :w]
             report(progress, min(b0 + batch_size, total), total, "U-Net tiles")
+    if on_device:
+        prob = prob.cpu().numpy()
     prob[~valid] = 0.0
     return prob
 
