@@ -19,6 +19,8 @@ Prints (nothing is asserted):
 3. Speed per frame at Pilatus 6M and EIGER 16M sizes (CPU; U-Net / dispersion
    ratio), and the peak resident memory of full-size CPU U-Net inference
    (measured in a child process).
+4. On a CUDA GPU (skipped without one): EIGER 16M frames per second of U-Net
+   inference (fp16) per batch size, with peak GPU memory.
 
 peakfinder8 is the compiled ``peakfinder_8`` of the ``ondamonitor`` package,
 called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
@@ -313,6 +315,44 @@ def speed(model: str):
     return out
 
 
+def gpu_throughput(model: str, n_frames: int = 20):
+    """EIGER 16M frames per second of U-Net inference on CUDA (fp16), per batch size; peak GPU memory."""
+    import torch
+
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
+    from napari_xrd.core.spots.inference import predict_spot_probability
+
+    if not torch.cuda.is_available():
+        print("\nGPU throughput: no CUDA GPU here; skipped")
+        return None
+    name = torch.cuda.get_device_name(0)
+    still = random_still(example_rng(HELD_OUT_SEED + 500, 0), detector="eiger16m", shape=None, style="realistic")
+    img, pm = still.image, still.pixel_mask
+    print(f"\nGPU throughput on {name}, EIGER 16M frames ({img.shape[1]} x {img.shape[0]}), fp16 autocast, "
+          f"input normalised on the GPU; {n_frames} frames after a warm-up; probability map copied back to the host:")
+    out = {"device": name, "runs": []}
+    for batch in (16, 32, 64, 128):
+        predict_spot_probability(img, pixel_mask=pm, model=model, device="cuda", batch_size=batch)  # warm up
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        for _ in range(n_frames):
+            predict_spot_probability(img, pixel_mask=pm, model=model, device="cuda", batch_size=batch)
+        torch.cuda.synchronize()
+        fps = n_frames / (time.perf_counter() - t)
+        mem = torch.cuda.max_memory_allocated() / 2**30
+        t = time.perf_counter()
+        for _ in range(3):
+            find_spots(img, method="unet", pixel_mask=pm, model=model, device="cuda", batch_size=batch)
+        fps_full = 3 / (time.perf_counter() - t)
+        print(f"  batch {batch:>4}: probability maps {fps:7.1f} frames/s, peak GPU memory {mem:5.2f} GiB; "
+              f"find_spots (labels, table, ice and shadow rules on the CPU) {fps_full:6.2f} frames/s")
+        out["runs"].append({"batch_size": batch, "frames_per_s": fps, "peak_gpu_gib": mem,
+                            "find_spots_frames_per_s": fps_full})
+    return out
+
+
 def peak_rss(img, pm, model) -> int:
     with tempfile.TemporaryDirectory() as d:
         np.save(Path(d) / "img.npy", img)
@@ -336,7 +376,8 @@ def main(argv=None):
                    help="further held-out Pilatus frames without ice (default 4)")
     p.add_argument("--model", default="default")
     p.add_argument("--skip-speed", action="store_true")
-    p.add_argument("--parts", default="accuracy,real,speed", help="comma-separated subset of accuracy,real,speed")
+    p.add_argument("--parts", default="accuracy,real,speed,gpu",
+                   help="comma-separated subset of accuracy,real,speed,gpu (gpu: skipped without CUDA)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -349,6 +390,8 @@ def main(argv=None):
         results["real_adsc"] = real_adsc(args.model)
     if "speed" in parts:
         results["speed"] = speed(args.model)
+    if "gpu" in parts:
+        results["gpu"] = gpu_throughput(args.model)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
 
