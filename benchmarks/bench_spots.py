@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
+from napari_xrd.core.coords import pixel_index
 from napari_xrd.core.spots import find_spots
 from napari_xrd.core.spots.metrics import mask_iou, spot_scores
 
@@ -116,9 +117,8 @@ def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None):
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
     if shadow is not None and len(xy):  # find_spots' default beamstop_shadow="auto", for every finder alike
-        col = np.clip(np.floor(xy[:, 0]).astype(int), 0, shadow.shape[1] - 1)
-        row = np.clip(np.floor(xy[:, 1]).astype(int), 0, shadow.shape[0] - 1)
-        xy, d = xy[~shadow[row, col]], d[~shadow[row, col]]
+        out = shadow[pixel_index(xy, shadow.shape)]
+        xy, d = xy[~out], d[~out]
     if ice != "keep" and len(xy):
         xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask)]
     return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["dials_to_napari", "napari_to_dials"]
+__all__ = ["dials_to_napari", "napari_to_dials", "pixel_index"]
 
 
 def dials_to_napari(fast_slow) -> np.ndarray:
@@ -43,3 +43,28 @@ def napari_to_dials(row_col) -> np.ndarray:
     """
     p = np.asarray(row_col, dtype=float)[..., -2:]
     return p[..., ::-1] + 0.5
+
+
+def pixel_index(fast_slow, shape) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy ``(row, col)`` indices of the pixels containing corner-convention points.
+
+    Parameters
+    ----------
+    fast_slow : array_like, shape (n, 2)
+        ``(fast, slow)`` points, DIALS corner convention.
+    shape : (n_slow, n_fast)
+        Image shape; points outside it are clipped to the nearest edge pixel.
+
+    Returns
+    -------
+    row, col : (n,) int ndarrays
+
+    Examples
+    --------
+    >>> [a.tolist() for a in pixel_index([[0.99, 2.5]], (4, 4))]
+    [[2], [0]]
+    """
+    p = np.asarray(fast_slow, dtype=float).reshape(-1, 2)
+    row = np.clip(np.floor(p[:, 1]).astype(int), 0, shape[0] - 1)
+    col = np.clip(np.floor(p[:, 0]).astype(int), 0, shape[1] - 1)
+    return row, col

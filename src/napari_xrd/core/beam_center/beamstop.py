@@ -39,6 +39,16 @@ def _masked_blur(values, weights, sigma):
     return np.where(den > 0.05, num / np.maximum(den, 1e-6), np.nan)
 
 
+def _block_factor(data, valid, pixel_size) -> int:
+    """Block side in pixels: ~0.3 mm, larger on very weak frames so a block holds ~40 photons."""
+    factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
+    # mean, not median: on a weak frame most pixels read 0
+    typical = float(np.mean(data[valid][:: max(1, int(valid.sum()) // 200000)])) if valid.any() else 0.0
+    if typical > 0:
+        factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
+    return factor
+
+
 def _dark_blocks(data, valid, factor):
     return _dark_blocks_from_sums(*block_sums(data, valid, factor), factor)
 
@@ -163,11 +173,7 @@ def find_beamstop(
     """
     data = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, bool)
-    factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
-    # mean, not median: on a weak frame most pixels read 0
-    typical = float(np.mean(data[valid][:: max(1, int(valid.sum()) // 200000)])) if valid.any() else 0.0
-    if typical > 0:
-        factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
+    factor = _block_factor(data, valid, pixel_size)
     dark, level = _dark_blocks(data, valid, factor)
     if not dark.any():
         return None
@@ -282,9 +288,10 @@ def beamstop_shadow_mask(
     within ``search_radius_px`` of ``beam_center``; it grows by up to 1 mm
     into blocks below ``edge_fraction`` of the level (the penumbra), and
     holes in it no larger than itself (streaks of scatter inside the shadow;
-    pockets closed by module gaps) are filled.  Levels are taken above the detector's pedestal (the 0.1th
-    percentile of block means: a CCD reads a few tens of counts with no
-    photons, so its shadow is not dark in raw counts).  Gaps and masked
+    pockets closed by module gaps) are filled.  Levels are taken above the
+    detector's pedestal (the 0.1th percentile of block means: a CCD reads a
+    few tens of counts with no photons, so its shadow is not dark in raw
+    counts).  Gaps and masked
     pixels never count as shadow.
 
     Parameters
@@ -320,10 +327,7 @@ def beamstop_shadow_mask(
     out = np.zeros(data.shape, bool)
     if not valid.any():
         return out
-    factor = max(1, int(round(0.3 / pixel_size))) if pixel_size else max(1, max(data.shape) // 1000)
-    typical = float(np.mean(data[valid][:: max(1, int(valid.sum()) // 200000)]))
-    if typical > 0:
-        factor = max(factor, int(math.ceil(math.sqrt(40.0 / typical))))
+    factor = _block_factor(data, valid, pixel_size)
     s, n = block_sums(data, valid, factor)
     ok = n >= 0.5 * factor * factor
     if not ok.any():

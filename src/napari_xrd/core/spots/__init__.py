@@ -56,6 +56,7 @@ def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
     if len(table) == 0:
         return np.zeros(0, dtype=bool)
     from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
+    from napari_xrd.core.coords import pixel_index
 
     valid = np.isfinite(image) & (image >= 0)
     if pixel_mask is not None:
@@ -66,10 +67,7 @@ def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
         beam_center=None if geometry is None else geometry.beam_center,
         pixel_size=None if geometry is None else geometry.pixel_size,
     )
-    xy = table.fast_slow()
-    col = np.clip(np.floor(xy[:, 0]).astype(int), 0, image.shape[1] - 1)
-    row = np.clip(np.floor(xy[:, 1]).astype(int), 0, image.shape[0] - 1)
-    return shadow[row, col]
+    return shadow[pixel_index(table.fast_slow(), image.shape)]
 
 
 class SpotResult(NamedTuple):

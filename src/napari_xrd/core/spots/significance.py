@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_xrd.core.coords import pixel_index
+
 __all__ = ["spot_significance"]
 
 
@@ -70,8 +72,7 @@ def spot_significance(labels, image, table, *, pixel_mask=None, window: int = 25
     if pixel_mask is not None:
         bad = bad | (np.asarray(pixel_mask) != 0)
     half = window // 2
-    xs = np.clip(np.floor(table["x"]).astype(int), 0, nx - 1)
-    ys = np.clip(np.floor(table["y"]).astype(int), 0, ny - 1)
+    ys, xs = pixel_index(table.fast_slow(), labels.shape)
     size = np.asarray(table["size"], dtype=np.float64)
     intensity = np.asarray(table["intensity"], dtype=np.float64)
     for k in range(n):
