@@ -21,6 +21,12 @@ the radial background fit when the background has radial structure, else
 from Friedel pairs of spots, the beamstop's disc, or (marked weak, with a
 large uncertainty) the best remaining guess; the method column says which.
 
+The ``gap%`` column is the share of the pixels within 1.5 mm of the true
+beam centre that are masked: the beamstop's disc sits there, and both
+detectors' middles (where headers put the beam) are module gaps, so on many
+frames the disc is mostly hidden and the frame holds little direct evidence
+of the beam.
+
 Tilt error is the angle between the estimated and the true detector normal
 (an undetermined tilt counts as 0°).  Timings are wall-clock and CPU
 (``process_time``) seconds per frame on this machine, after a warm-up call;
@@ -101,6 +107,21 @@ def pyfai_refine(image, mask, header: DetectorGeometry, d_spacings=ICE_D_SPACING
     return (float(f2d["centerX"]), float(f2d["centerY"])), float(f2d["tilt"])
 
 
+def masked_near_beam(mask, geometry: DetectorGeometry, radius_mm: float = 1.5) -> float:
+    """Fraction of the pixels within ``radius_mm`` of the true beam centre that are masked (module gaps, dead).
+
+    The beamstop's disc sits there: where this is large, the disc is mostly
+    hidden and the frame holds little direct evidence of the beam.
+    """
+    r = radius_mm / geometry.pixel_size
+    f0, s0 = geometry.beam_center
+    i0, i1 = max(0, int(s0 - r) - 1), min(mask.shape[0], int(s0 + r) + 2)
+    j0, j1 = max(0, int(f0 - r) - 1), min(mask.shape[1], int(f0 + r) + 2)
+    ss, ff = np.mgrid[i0:i1, j0:j1]
+    near = np.hypot(ff + 0.5 - f0, ss + 0.5 - s0) < r
+    return float((mask[i0:i1, j0:j1][near] != 0).mean()) if near.any() else float("nan")
+
+
 def summarise(name, rows):
     if not rows:
         return
@@ -134,7 +155,7 @@ def main(argv=None):
             have_pyfai = False
     results = {"ours": [], "heuristic": [], "pyfai": [], "pyfai_ours_start": []}
     print(f"{'frame':24s} {'detector':10s} {'ours err px':>11s} {'unc':>6s} {'tilt err°':>9s} {'method':30s} "
-          f"{'s':>5s} | {'heur px':>8s} | {'pyFAI px':>8s} {'tilt°':>6s}")
+          f"{'s':>5s} {'gap%':>5s} | {'heur px':>8s} | {'pyFAI px':>8s} {'tilt°':>6s}")
     for det in args.detectors.split(","):
         for label, img, mask, true, header in frames(det, args.n, args.seed + zlib.crc32(det.encode()) % 1000):
             t0, c0 = time.perf_counter(), time.process_time()
@@ -143,7 +164,8 @@ def main(argv=None):
             ce = math.hypot(r.beam_center_px[0] - true.beam_center[0], r.beam_center_px[1] - true.beam_center[1])
             te = normal_angle_deg(r.geometry, true)
             row = {"label": label, "det": det, "center_err": ce, "tilt_err": te, "seconds": dt, "cpu": dc,
-                   "tilt_determined": r.tilt_determined, "method": r.method, "unc": r.uncertainty_px}
+                   "tilt_determined": r.tilt_determined, "method": r.method, "unc": r.uncertainty_px,
+                   "masked_near_beam": masked_near_beam(mask, true)}
             results["ours"].append(row)
             t0 = time.perf_counter()
             (hf, hs), _ = heuristic_beam_center(img, pixel_mask=mask)
@@ -177,8 +199,8 @@ def main(argv=None):
                     pf += f" | from ours failed: {type(exc).__name__}"
                 results["pyfai_ours_start"].append({"label": label, "det": det, "center_err": pe2, "tilt_err": pte2,
                                                     "seconds": time.perf_counter() - t0})
-            print(f"{label:24s} {det:10s} {ce:11.3f} {r.uncertainty_px:6.2f} {te:9.3f} {r.method[:30]:30s} {dt:5.2f} | "
-                  f"{he:8.1f} | {pf}", flush=True)
+            print(f"{label:24s} {det:10s} {ce:11.3f} {r.uncertainty_px:6.2f} {te:9.3f} {r.method[:30]:30s} {dt:5.2f} "
+                  f"{100 * row['masked_near_beam']:5.0f} | {he:8.1f} | {pf}", flush=True)
 
     print("\nSummary (centre error in pixels of the full-size frame; tilt error = angle between normals)")
     ours = results["ours"]
@@ -191,6 +213,13 @@ def main(argv=None):
     summarise("napari-xrd, tilt determined", [r for r in ours if r["tilt_determined"]])
     summarise("napari-xrd, confident (unc <= 1 px)", [r for r in ours if r["unc"] <= 1.0])
     print(f"  tilt determined on {sum(r['tilt_determined'] for r in ours)} of {len(ours)} frames")
+    missed = [r for r in ours if r["center_err"] > 1.0]
+    hidden = [r for r in ours if r["masked_near_beam"] >= 0.5]
+    print(f"  {len(missed)} frames over 1 px; of them {sum(r['masked_near_beam'] >= 0.5 for r in missed)} have half or "
+          f"more of the 1.5 mm round the beam masked (gap%; the beamstop disc mostly hidden), as have "
+          f"{len(hidden)} of all {len(ours)} frames")
+    summarise("napari-xrd, beam area open (gap% < 50)", [r for r in ours if r["masked_near_beam"] < 0.5])
+    summarise("napari-xrd, beam area masked (gap% >= 50)", hidden)
     summarise("seed-004 heuristic, all frames", results["heuristic"])
     ice = [r for r in ours if "ice" in r["label"]]
     summarise("napari-xrd, ice frames", ice)
