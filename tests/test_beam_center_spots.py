@@ -248,3 +248,21 @@ def test_spotty_ice_grains_are_dropped_before_indexing(still):
     assert details["spots"]["n_on_ice_rings"] > 600
     assert res is not None and res[4] == "lattice", details
     assert err(res[0], true) < 0.2 and res[1] < 0.3
+
+
+def test_friedel_vote_falls_back_to_the_next_peak_when_the_highest_does_not_pair():
+    # ten Friedel pairs about the beam, their centroids a pixel or so out,
+    # and seven exact pairs about a point 12 px away: the decoy's midpoints
+    # coincide, so it tops the vote, but seven pairs are too few to fit
+    rng = np.random.default_rng(4)
+    g = DetectorGeometry((600, 620), 0.3, 150.0, (312.4, 287.7), 1.0)
+    c, decoy = np.array(g.beam_center), np.array(g.beam_center) + (12.0, -5.0)
+    a = rng.uniform(30, 150, 10)[:, None] * np.exp(1j * rng.uniform(0, 2 * np.pi, 10))[:, None]
+    v = np.hstack([a.real, a.imag])
+    pairs = np.vstack([c + v + rng.normal(0, 0.8, v.shape), c - v + rng.normal(0, 0.8, v.shape)])
+    b = rng.uniform(30, 150, 7)[:, None] * np.exp(1j * rng.uniform(0, 2 * np.pi, 7))[:, None]
+    w = np.hstack([b.real, b.imag])
+    spots = np.vstack([pairs, decoy + w, decoy - w])
+    fp = friedel_pair_geometry(spots, g.replace(beam_center=(305.0, 292.0)), fit_tilt=False, search_radius_px=30)
+    assert fp is not None and fp["n_pairs"] >= 8
+    assert math.dist(fp["geometry"].beam_center, g.beam_center) < 0.8

@@ -31,6 +31,9 @@ from napari_xrd.core.geometry import DetectorGeometry
 __all__ = ["centrosymmetry_center", "symmetry_score_map", "find_peaks_2d", "friedel_pair_geometry"]
 
 
+#: vote peaks tried by :func:`friedel_pair_geometry`
+VOTE_PEAKS = 3
+
 def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
     """Band-passed log image: minus its masked Gaussian blur ``sigma``, lightly
     smoothed by ``smooth``; 0 where invalid, tails compressed."""
@@ -339,7 +342,8 @@ def friedel_pair_geometry(
 
     1. The centre within ``search_radius_px`` of the start where the
        midpoints of low-angle spot pairs cluster (a vote; low-angle pairs are
-       the least sensitive to tilt).
+       the least sensitive to tilt); where its pairing fails, the next
+       highest clusters (``VOTE_PEAKS`` in all).
     2. Mutual nearest mates, then Levenberg-Marquardt on beam centre (and
        pitch, yaw) over the distances between each spot and its partner's
        predicted mate; pairs left far out are dropped, the pairing is redone
@@ -364,8 +368,6 @@ def friedel_pair_geometry(
     """
     from scipy.ndimage import gaussian_filter
 
-    from napari_xrd.core.beam_center._common import levenberg_marquardt
-
     p = np.asarray(spots, float).reshape(-1, 2)
     n = len(p)
     if n < 2 * min_pairs:
@@ -383,8 +385,26 @@ def friedel_pair_geometry(
     nb = int(2 * search_radius_px) + 1
     hist, xe, ye = np.histogram2d(mid[near, 0], mid[near, 1], bins=nb, range=[[-search_radius_px, search_radius_px]] * 2)
     hist = gaussian_filter(hist, 1.0)
-    bx, by = np.unravel_index(np.argmax(hist), hist.shape)
-    g = geometry.replace(beam_center=(c0[0] + 0.5 * (xe[bx] + xe[bx + 1]), c0[1] + 0.5 * (ye[by] + ye[by + 1])))
+    # the highest peak of the vote, else the next ones in turn (a chance
+    # cluster of midpoints can top the true one when the true one falls
+    # across two bins; its pairing then fails)
+    for _ in range(VOTE_PEAKS):
+        bx, by = np.unravel_index(np.argmax(hist), hist.shape)
+        if hist[bx, by] <= 0:
+            break
+        hist[max(0, bx - 3): bx + 4, max(0, by - 3): by + 4] = 0
+        g = geometry.replace(beam_center=(c0[0] + 0.5 * (xe[bx] + xe[bx + 1]), c0[1] + 0.5 * (ye[by] + ye[by + 1])))
+        fit = _pair_and_refine(g, p, q, inner, fit_tilt=fit_tilt, min_pairs=min_pairs, max_iter=max_iter)
+        if fit is not None:
+            return fit
+    return None
+
+
+def _pair_and_refine(g, p, q, inner, *, fit_tilt, min_pairs, max_iter):
+    """Pair the spots about the start ``g`` and refine centre (and tilt); the result dict or None."""
+    from napari_xrd.core.beam_center._common import levenberg_marquardt
+
+    n = len(p)
     # 2. pair and refine
     n_geo = 4 if fit_tilt else 2
     unit = np.array([0.25, 0.25, 0.02, 0.02])[:n_geo]
