@@ -322,7 +322,7 @@ def test_beamstop_far_from_a_faint_radial_fit_is_reported_unsure(monkeypatch, of
     fit = radial.RadialFit(geometry=g, center_sigma_px=0.5, tilt_sigma_deg=float("inf"), contrast=0.1,
                            chi2=1.0, n_blocks=1000, factor=4)
     disc = {"beam_center_px": [g.beam_center[0] + offset_px, g.beam_center[1]], "radius_px": 15.0,
-            "arm_angle_deg": None, "edge_points": 40, "edge_rms_px": 0.3}
+            "arm_angle_deg": None, "center_sigma_px": 0.05}
     monkeypatch.setattr(radial, "fit_radial_background", lambda *a, **k: fit)
     monkeypatch.setattr(beamstop, "find_beamstop", lambda *a, **k: dict(disc))
     monkeypatch.setattr(bc, "_resnet", lambda *a, **k: None)

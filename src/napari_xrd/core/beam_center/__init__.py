@@ -130,14 +130,22 @@ def _ring_check(data, valid, start: DetectorGeometry, details: dict):
 
 
 def _beamstop_sigma(bs: dict, pixel_size: float) -> float:
-    """1-σ of a beamstop disc's centre as the beam centre (pixels): its alignment and its edge fit."""
-    return math.hypot(BEAMSTOP_ALIGNMENT_MM / pixel_size, bs["edge_rms_px"] / math.sqrt(bs["edge_points"]))
+    """1-σ of a beamstop disc's centre as the beam centre (pixels): its alignment and its fit."""
+    return math.hypot(BEAMSTOP_ALIGNMENT_MM / pixel_size, bs["center_sigma_px"])
+
+
+def _beamstop_firm(bs: dict, pixel_size: float) -> bool:
+    """The disc's own fit is surer than its alignment: not a disc mostly hidden in a gap, nor a faint one."""
+    return bs["center_sigma_px"] <= BEAMSTOP_ALIGNMENT_MM / pixel_size
 
 
 def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[DetectorGeometry, float, float, str]]:
     """Starts for the spot-based fits, in the order tried: ``(geometry, 1-σ, search radius, where from)`` (pixels).
 
-    The beamstop's disc (within 3σ of its alignment), else a weak radial fit
+    The beamstop's disc (within 3σ of its alignment and fit) when its fit is
+    surer than its alignment (:func:`_beamstop_firm`; a weaker disc, which
+    may be a stretch of arm or a dark patch, never steers the spots' fits:
+    their answer would be the alias of the lattice nearest it), else a weak radial fit
     (3σ) when surer than a millimetre, else the seed-004 heuristic
     (``SPOT_SEARCH_MM``) and then, where the heuristic's start fails, a loose
     radial fit narrower than the heuristic's reach (such fits can be tens of
@@ -150,7 +158,7 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
     if rad_ok and math.isfinite(rad.tilt_sigma_deg) and rad.tilt_sigma_deg < 1.0:
         g = g.replace(pitch=rad.geometry.pitch, yaw=rad.geometry.yaw)
     at_radial = g.replace(beam_center=rad.geometry.beam_center) if rad_ok else None
-    if bs is not None:
+    if bs is not None and _beamstop_firm(bs, px):
         sigma = _beamstop_sigma(bs, px)
         return [(g.replace(beam_center=tuple(bs["beam_center_px"])), sigma, 3 * sigma + 2, "beamstop")]
     if rad_ok and rad.center_sigma_px < 1.0 / px:
@@ -658,7 +666,7 @@ def estimate_beam_center(
     if method == "rings":
         raise ValueError("no usable powder or water ring found in the image; try method='friedel'")
     report(progress, 4, 4, "done")
-    if bs is not None:
+    if bs is not None and _beamstop_firm(bs, geometry.pixel_size):
         # the beamstop sits on the beam to within its alignment
         unc = _beamstop_sigma(bs, geometry.pixel_size)
         if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= 0.05:
@@ -695,6 +703,9 @@ def estimate_beam_center(
     else:
         (hf, hs), _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
     weak.append(((hf, hs), HEURISTIC_SIGMA_FRACTION * max(data.shape), "heuristic (no radial background, no beamstop)"))
+    if bs is not None:
+        # a disc mostly hidden (in a gap) or faint: its fit allows other centres too
+        weak.append((tuple(bs["beam_center_px"]), _beamstop_sigma(bs, geometry.pixel_size), "beamstop (weak)"))
     if rad is not None and math.isfinite(rad.center_sigma_px) and rad.contrast >= RADIAL_MIN_CONTRAST:
         # a flat background constrains the radial fit only along a centre-tilt valley
         weak.append((tuple(rad.geometry.beam_center), max(3.0 * rad.center_sigma_px, 5.0), "radial (weak)"))

@@ -13,7 +13,10 @@ than the disc, so it does not attract it), and refines the disc's centre on
 full-resolution pixels by fitting a circle to its edge, leaving out the
 direction of the arm.  A disc whose centre a module gap hides is found by a
 second search in which the gap's blocks count as shadow; its edge is traced
-from where each ray leaves the gap.
+from where each ray leaves the gap.  The traced circle (or the deepest
+blocks) then starts a likelihood fit of the disc and its arm to every
+pixel's counts (:mod:`.beamstop_fit`), which places faint discs and discs
+mostly hidden in a gap, and says how sure it is.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ __all__ = ["find_beamstop", "beamstop_shadow_mask"]
 #: rays (every 4°) on which the disc's edge must be seen for a circle fit: a
 #: quarter of the circle, so a disc half hidden by a module gap still counts
 MIN_EDGE_POINTS = 20
+
+#: likelihood-ratio z (disc against none) a fitted shadow must reach
+MIN_DISC_SIGNIFICANCE = 10.0
 
 
 def _masked_blur(values, weights, sigma):
@@ -168,8 +174,12 @@ def find_beamstop(
         ``beam_center_px`` (fast, slow) of the disc's centre (corner
         convention), ``radius_px``, ``arm_angle_deg`` (direction of the arm
         from the disc, ``atan2(slow, fast)``; None if none is seen),
-        ``edge_points`` and ``edge_rms_px`` of the circle fit.  None when no
-        round, photon-significant shadow is found.
+        ``center_sigma_px`` (1-σ of the disc's centre, pixels), ``fit``
+        (``"likelihood"``: :func:`.beamstop_fit.fit_beamstop_shadow`, or
+        ``"traced edge"``: a circle through the edge, where the likelihood
+        fit did not give a dark disc), its ``significance`` (z), and
+        ``edge_points`` and ``edge_rms_px`` of the traced edge.  None when
+        no round, photon-significant shadow is found.
     """
     data = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, bool)
@@ -184,12 +194,16 @@ def find_beamstop(
     # the disc as seen, and with the blocks in gaps counted as shadow (for a
     # disc whose centre a module gap hides; a candidate still needs dark
     # blocks of its own)
-    found = [_search(data, valid, dark, shadow, hidden, level, factor, near, search_radius_px)
-             for shadow in (dark, dark | hidden)]
-    found = [f for f in found if f is not None]
-    # the disc is wider than its arm (which a gap across the disc can leave as
-    # the deepest shadow seen)
-    return max(found, key=lambda f: f["radius_px"]) if found else None
+    found = []
+    for shadow in (dark, dark | hidden):
+        f = _search(data, valid, dark, shadow, hidden, level, factor, near, search_radius_px)
+        if f is not None:
+            found.append(f)
+            if f["center_sigma_px"] < 0.1 * f["radius_px"]:
+                break  # a disc pinned this well is no gap's
+    # the surer fit: a stretch of arm in a gap (which the second search can
+    # take for a disc) is pinned less well than the disc itself
+    return min(found, key=lambda f: f["center_sigma_px"]) if found else None
 
 
 def _search(data, valid, dark, shadow, hidden, level, factor, near, search_radius_px):
@@ -230,7 +244,11 @@ def _search(data, valid, dark, shadow, hidden, level, factor, near, search_radiu
 
 
 def _refine(data, valid, component, ij, r_blocks, factor, level):
-    """Arm direction and a circle fitted to the disc's edge; None if the shadow is not a clean disc."""
+    """The disc's centre, radius and arm: a likelihood fit of the whole shadow
+    (:func:`.beamstop_fit.fit_beamstop_shadow`), started from a circle through
+    its traced edge where that is clean; None if the shadow is not a dark disc."""
+    from napari_xrd.core.beam_center.beamstop_fit import fit_beamstop_shadow
+
     i, j = ij
     radius = r_blocks * factor
     rr, cc = np.nonzero(component)
@@ -240,30 +258,58 @@ def _refine(data, valid, component, ij, r_blocks, factor, level):
     if ring.sum() >= 2:
         ang = np.arctan2(rr[ring] - i, cc[ring] - j)
         arm_angle = math.atan2(float(np.mean(np.sin(ang))), float(np.mean(np.cos(ang))))
-    c, rad = ((j + 0.5) * factor, (i + 0.5) * factor), radius
+    c = ((j + 0.5) * factor, (i + 0.5) * factor)
     # work on a window around the disc
     half = int(2.5 * radius + 12)
     r0, c0 = max(0, int(c[1]) - half), max(0, int(c[0]) - half)
     win = (slice(r0, int(c[1]) + half), slice(c0, int(c[0]) + half))
     data, valid = data[win], valid[win]
     c = (c[0] - c0, c[1] - r0)
-    rms, n_pts = float("inf"), 0
+    # the traced edge: a circle through the points where rays leave the shadow
+    edge, ce, re_ = None, c, radius
     for _ in range(2):
-        pts = _edge_points(data, valid, c, max(rad, 2.0), level, arm_angle)
+        pts = _edge_points(data, valid, ce, max(re_, 2.0), level, arm_angle)
         if len(pts) < MIN_EDGE_POINTS:
-            return None
+            break
         c_new, rad_new, rms, n_pts = _fit_circle(pts)
         if not (0.5 * radius < rad_new < 2.5 * radius + 3) or n_pts < MIN_EDGE_POINTS:
-            return None
-        c, rad = c_new, rad_new
-    if rms > max(1.0, 0.1 * rad):
+            break
+        ce, re_ = c_new, rad_new
+    else:
+        if rms <= max(1.0, 0.1 * re_):
+            edge = {"center": ce, "radius": re_, "rms": rms, "n": n_pts}
+    start, r_start = (edge["center"], edge["radius"]) if edge else (c, radius)
+
+    def is_disc(fit):
+        return (
+            fit["significance"] >= MIN_DISC_SIGNIFICANCE
+            and fit["floor"] < 0.35 * fit["level"]
+            and fit["edge_chi2"] < 2.0
+            and 0.5 * radius < fit["radius"] < 3.0 * radius + 5
+            # a disc is wider than its arm (else it may be where the arm leaves a gap)
+            and (fit["arm_half_width"] is None or fit["arm_half_width"] < 0.8 * fit["radius"])
+            and not fit["open_beyond"] < 0.6  # the arm goes on beyond it: a stretch of arm (NaN: not seen)
+        )
+
+    fit = fit_beamstop_shadow(data, valid, start, r_start, accept=is_disc)
+    fit_ok = fit is not None and is_disc(fit) and fit["center_sigma"] < 3.0 * fit["radius"]
+    if fit_ok:
+        center, rad, sigma = fit["center"], fit["radius"], fit["center_sigma"]
+        if fit["arm_angle"] is not None:
+            arm_angle = fit["arm_angle"]
+    elif edge is not None:
+        center, rad, sigma = edge["center"], edge["radius"], edge["rms"] / math.sqrt(edge["n"])
+    else:
         return None
     return {
-        "beam_center_px": [float(c[0] + c0), float(c[1] + r0)],
+        "beam_center_px": [float(center[0] + c0), float(center[1] + r0)],
         "radius_px": float(rad),
+        "center_sigma_px": float(sigma),
         "arm_angle_deg": None if arm_angle is None else math.degrees(arm_angle),
-        "edge_points": int(n_pts),
-        "edge_rms_px": float(rms),
+        "fit": "likelihood" if fit_ok else "traced edge",
+        "significance": None if fit is None else float(fit["significance"]),
+        "edge_points": int(edge["n"]) if edge else 0,
+        "edge_rms_px": float(edge["rms"]) if edge else None,
     }
 
 
