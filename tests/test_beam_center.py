@@ -333,3 +333,13 @@ def test_beamstop_far_from_a_faint_radial_fit_is_reported_unsure(monkeypatch, of
         assert r.uncertainty_px >= offset_px - 1e-6
     else:
         assert r.uncertainty_px < alignment * 1.01
+
+
+def test_a_blank_frame_gives_a_weak_answer_and_no_numpy_warnings():
+    import warnings
+
+    g = small_geometry()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        r = estimate_beam_center(np.zeros(g.shape, np.float32), geometry=g)
+    assert r.uncertainty_px >= 5.0 and not r.tilt_determined

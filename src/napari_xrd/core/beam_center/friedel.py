@@ -213,8 +213,11 @@ def centrosymmetry_center(
     i, j, coarse_val = _peak(score, near, rad)
     # how far the peak stands out of the score map (robust z-score)
     fin = score[np.isfinite(score)]
-    med = float(np.median(fin))
-    z = float((coarse_val - med) / (1.4826 * np.median(np.abs(fin - med)) + 1e-12))
+    if fin.size:
+        med = float(np.median(fin))
+        z = float((coarse_val - med) / (1.4826 * np.median(np.abs(fin - med)) + 1e-12))
+    else:
+        z = 0.0  # a blank frame: no symmetry to speak of
     coarse = ((j / 2 + 0.5) * f, (i / 2 + 0.5) * f)  # binned index -> full corner coords
     # ---- fine: full-resolution crop centred on the coarse centre
     hw = int(min(fine_half_width, max(n_slow, n_fast) // 2))
