@@ -159,7 +159,8 @@ def fit_beamstop_shadow(data, valid, center, radius, *, arm_angle=None, accept=N
         pixels.
     center : (fast, slow)
         Start for the disc's centre, pixels (corner convention) in the
-        window; starts half a radius away are tried too.
+        window; two starts about a third of a radius away (diagonally) are
+        tried too.
     radius : float
         Start radius, pixels.
     arm_angle : float, optional
@@ -182,7 +183,8 @@ def fit_beamstop_shadow(data, valid, center, radius, *, arm_angle=None, accept=N
         ``edge_chi2`` (Pearson χ² per pixel near the disc's edge),
         ``open_beyond`` (counts seen over open counts expected just beyond
         the rim opposite the arm: about 1 for a disc, small for a stretch of
-        arm; NaN where not seen) and ``n_pixels``.  None when fewer than 50 pixels are measured.
+        arm; NaN where not seen) and ``n_pixels``.  None when fewer than 50
+        pixels (or bins) are measured.
     """
     from scipy.ndimage import binary_dilation
     from scipy.optimize import minimize
@@ -197,7 +199,7 @@ def fit_beamstop_shadow(data, valid, center, radius, *, arm_angle=None, accept=N
     # bright outliers (spots, zingers) and their neighbours leave the fit
     bright = (d_all > level0 + 6.0 * math.sqrt(max(level0, 0.0)) + 4.0) & use
     use &= ~binary_dilation(bright, iterations=2)
-    # a large disc is fitted on b x b bins (every pixel of a bin measured):
+    # a large disc is fitted on nb x nb bins (every pixel of a bin measured):
     # its edge is still placed to a fraction of a pixel, at a fraction of the cost
     nb = max(1, int(radius // 8))
     h, w = (data.shape[0] // nb) * nb, (data.shape[1] // nb) * nb
