@@ -65,3 +65,36 @@ def test_cancel_reports_cancelled(make_napari_viewer, qtbot):
     assert w._readout.value == "cancelled"
     assert w._result is None and not w._apply.enabled
     assert "img estimated centre" not in viewer.layers
+
+
+def test_the_beamstop_disc_found_is_drawn_and_reported(make_napari_viewer):
+    # where the estimator found the beamstop's disc (on a frame the radial fit
+    # cannot answer: here its result is given the disc that find_beamstop
+    # finds), the scientist sees the disc drawn and how far it lies from the answer
+    from napari_xrd._napari.widgets.beam_center import BeamCenterWidget
+    from napari_xrd.core.beam_center import estimate_beam_center
+    from napari_xrd.core.beam_center.beamstop import find_beamstop
+    from napari_xrd.core.simulate.background import beamstop_transmission
+
+    viewer = make_napari_viewer()
+    g = DetectorGeometry((300, 320), 0.172, 150.0, (166.3, 141.8), 1.0)
+    rng = np.random.default_rng(3)
+    t = beamstop_transmission(g.shape, g.beam_center, radius_px=10.0, arm_angle_deg=-60.0, arm_width_px=6.0,
+                              transmission=0.02)
+    img = rng.poisson(8.0 * t).astype(np.float32)
+    header = g.replace(beam_center=(160.0, 150.0))
+    layer = viewer.add_image(img, name="flat", metadata={"geometry": header})
+    result = estimate_beam_center(img, geometry=header, method="heuristic")
+    result.details["beamstop"] = find_beamstop(img, np.ones(g.shape, bool), pixel_size=g.pixel_size,
+                                               near=(160.0, 150.0), search_radius_px=60)
+    w = BeamCenterWidget(viewer)
+    w._show_result(layer, header, result)
+    circle = viewer.layers["flat beamstop"].data[0]
+    np.testing.assert_allclose(circle.mean(axis=0), dials_to_napari(g.beam_center), atol=0.3)
+    radius = np.hypot(*(circle - circle.mean(axis=0)).T)
+    assert np.allclose(radius, radius.mean(), atol=1e-6) and abs(radius.mean() - 10.0) < 1.0
+    assert "beamstop disc 166." in w._readout.value
+    # a result without a disc clears it
+    result.details.pop("beamstop")
+    w._show_result(layer, header, result)
+    assert len(viewer.layers["flat beamstop"].data) == 0 and "beamstop disc" not in w._readout.value

@@ -6,7 +6,8 @@ layers only through the worker's ``returned`` signal, on the GUI thread.
 Two markers appear: the header's beam centre (grey cross, fixed) and the
 estimated one (a draggable point in a Points layer left in select mode).
 Dragging the estimate redraws preview resolution rings at once (with the
-estimated tilt).  "Apply" writes the geometry (centre from the marker, tilt
+estimated tilt).  Where the estimator found the beamstop's disc, it is drawn
+(cyan circle) and the readout says how far its centre is from the estimate.  "Apply" writes the geometry (centre from the marker, tilt
 from the estimate) to the image layer with :func:`napari_xrd._napari.layers.set_geometry`,
 which redraws the shared ring and beam-centre overlays that the other widgets
 and the status-bar resolution read.
@@ -23,6 +24,7 @@ from napari_xrd.core.coords import dials_to_napari, napari_to_dials
 __all__ = ["BeamCenterWidget", "format_result"]
 
 PREVIEW_COLOR = "#ff66cc"
+BEAMSTOP_COLOR = "#33ddff"
 
 
 def format_result(result, header=None) -> str:
@@ -42,6 +44,15 @@ def format_result(result, header=None) -> str:
     else:
         lines.append("tilt    not determinable from this frame (0 assumed)")
     lines.append(f"method  {result.method}")
+    bs = result.details.get("beamstop")
+    if bs is not None:
+        bf, bsl = bs["beam_center_px"]
+        sigma = bs.get("center_sigma_px")
+        lines.append(
+            f"beamstop disc {bf:.1f}, {bsl:.1f} px, r {bs['radius_px']:.1f} px"
+            + (f" (±{sigma:.2f})" if sigma is not None else "")
+            + f", {float(np.hypot(bf - f, bsl - s)):.1f} px from the centre"
+        )
     return "\n".join(lines)
 
 
@@ -180,10 +191,29 @@ class BeamCenterWidget(Container):
         if not est.metadata.get("xrd_drag_connected", False):
             est.events.data.connect(self._on_drag)
             est.metadata["xrd_drag_connected"] = True
+        self._draw_beamstop(stem, result)
         self._viewer.layers.selection.active = est
         self._draw_preview()
         self._readout.value = format_result(result, header)
         self._apply.enabled = True
+
+    def _draw_beamstop(self, stem, result):
+        """Draw the beamstop disc the estimator found (a cyan circle), or clear it."""
+        name = f"{stem} beamstop"
+        bs = result.details.get("beamstop")
+        polys = []
+        if bs is not None:
+            t = np.linspace(0.0, 2 * np.pi, 72, endpoint=False)
+            c, r = np.asarray(bs["beam_center_px"], float), float(bs["radius_px"])
+            polys.append(dials_to_napari(np.column_stack([c[0] + r * np.cos(t), c[1] + r * np.sin(t)])))
+        if name in self._viewer.layers:
+            shapes = self._viewer.layers[name]
+            shapes.data = []
+            if polys:
+                shapes.add(polys, shape_type="polygon", edge_color=BEAMSTOP_COLOR, face_color="transparent")
+        elif polys:
+            self._viewer.add_shapes(polys, shape_type="polygon", edge_color=BEAMSTOP_COLOR, face_color="transparent",
+                                    edge_width=1.0, name=name, opacity=0.9)
 
     def current_geometry(self):
         """Geometry from the estimate, with the centre where the marker is now."""
