@@ -107,19 +107,23 @@ def pyfai_refine(image, mask, header: DetectorGeometry, d_spacings=ICE_D_SPACING
     return (float(f2d["centerX"]), float(f2d["centerY"])), float(f2d["tilt"])
 
 
+def masked_fraction(mask, center, radius_px: float) -> float:
+    """Fraction of the pixels within ``radius_px`` of ``center`` (fast, slow; corner convention) that are masked."""
+    f0, s0 = center
+    i0, i1 = max(0, int(s0 - radius_px) - 1), min(mask.shape[0], int(s0 + radius_px) + 2)
+    j0, j1 = max(0, int(f0 - radius_px) - 1), min(mask.shape[1], int(f0 + radius_px) + 2)
+    ss, ff = np.mgrid[i0:i1, j0:j1]
+    near = np.hypot(ff + 0.5 - f0, ss + 0.5 - s0) < radius_px
+    return float((mask[i0:i1, j0:j1][near] != 0).mean()) if near.any() else float("nan")
+
+
 def masked_near_beam(mask, geometry: DetectorGeometry, radius_mm: float = 1.5) -> float:
     """Fraction of the pixels within ``radius_mm`` of the true beam centre that are masked (module gaps, dead).
 
     The beamstop's disc sits there: where this is large, the disc is mostly
     hidden and the frame holds little direct evidence of the beam.
     """
-    r = radius_mm / geometry.pixel_size
-    f0, s0 = geometry.beam_center
-    i0, i1 = max(0, int(s0 - r) - 1), min(mask.shape[0], int(s0 + r) + 2)
-    j0, j1 = max(0, int(f0 - r) - 1), min(mask.shape[1], int(f0 + r) + 2)
-    ss, ff = np.mgrid[i0:i1, j0:j1]
-    near = np.hypot(ff + 0.5 - f0, ss + 0.5 - s0) < r
-    return float((mask[i0:i1, j0:j1][near] != 0).mean()) if near.any() else float("nan")
+    return masked_fraction(mask, geometry.beam_center, radius_mm / geometry.pixel_size)
 
 
 def summarise(name, rows):

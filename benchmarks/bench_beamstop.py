@@ -27,6 +27,7 @@ import math
 import time
 
 import numpy as np
+from bench_beam_center import masked_fraction
 
 from napari_xrd.core.beam_center.beamstop import find_beamstop
 from napari_xrd.core.simulate import random_still
@@ -51,9 +52,7 @@ def main(argv=None):
             disc = (g.beam_center[0] + p["beamstop_offset_px"][0], g.beam_center[1] + p["beamstop_offset_px"][1])
             radius = p["beamstop_radius_mm"] / g.pixel_size
             valid = s.pixel_mask == 0
-            ss, ff = np.ogrid[: g.shape[0], : g.shape[1]]
-            inside = (ff + 0.5 - disc[0]) ** 2 + (ss + 0.5 - disc[1]) ** 2 < radius**2
-            visible = float(valid[inside].mean())
+            visible = 1.0 - masked_fraction(s.pixel_mask, disc, radius)
             t0 = time.perf_counter()
             bs = find_beamstop(s.image, valid, pixel_size=g.pixel_size, near=(g.shape[1] / 2, g.shape[0] / 2),
                                search_radius_px=SEARCH_MM / g.pixel_size)

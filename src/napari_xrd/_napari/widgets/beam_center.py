@@ -7,8 +7,9 @@ Two markers appear: the header's beam centre (grey cross, fixed) and the
 estimated one (a draggable point in a Points layer left in select mode).
 Dragging the estimate redraws preview resolution rings at once (with the
 estimated tilt).  Where the estimator found the beamstop's disc, it is drawn
-(cyan circle) and the readout says how far its centre is from the estimate.  "Apply" writes the geometry (centre from the marker, tilt
-from the estimate) to the image layer with :func:`napari_xrd._napari.layers.set_geometry`,
+(cyan circle) and the readout says how far its centre is from the estimate.
+"Apply" writes the geometry (centre from the marker, tilt from the estimate)
+to the image layer with :func:`napari_xrd._napari.layers.set_geometry`,
 which redraws the shared ring and beam-centre overlays that the other widgets
 and the status-bar resolution read.
 """

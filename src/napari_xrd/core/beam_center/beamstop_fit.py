@@ -236,6 +236,7 @@ def fit_beamstop_shadow(data, valid, center, radius, *, arm_angle=None, accept=N
     rho = np.hypot(mdl.x - cx, mdl.y - cy)
     near_open = (rho > r + 3 * ew) & (rho < 2 * r + 5)
     level = float(np.mean(m[near_open])) if near_open.any() else float(q[5])
+
     # no shadow at all: the open level alone
     def flat_nll(p):
         f_, g_ = mdl.nll(np.concatenate([q[:4], [p[0], p[0]], p[1:], q[9:]]))
@@ -260,8 +261,8 @@ def fit_beamstop_shadow(data, valid, center, radius, *, arm_angle=None, accept=N
         "center": (cx, cy), "radius": r, "center_sigma": float("inf"),
         "arm_angle": float(q[9]) if arm_angle is not None else None,
         "arm_half_width": float(q[10]) if arm_angle is not None else None,
-        "edge_width": ew, "floor": f / mdl.area, "level": level / mdl.area, "significance": significance, "edge_chi2": edge_chi2,
-        "n_pixels": int(mdl.d.size), "open_beyond": open_beyond,
+        "edge_width": ew, "floor": f / mdl.area, "level": level / mdl.area, "significance": significance,
+        "edge_chi2": edge_chi2, "n_pixels": int(mdl.d.size), "open_beyond": open_beyond,
     }
     if accept is not None and not accept(out):
         return out  # not a disc: its uncertainty is not worth the work

@@ -34,6 +34,7 @@ __all__ = ["centrosymmetry_center", "symmetry_score_map", "find_peaks_2d", "frie
 #: vote peaks tried by :func:`friedel_pair_geometry`
 VOTE_PEAKS = 3
 
+
 def _highpass(data: np.ndarray, valid: np.ndarray, sigma: float, smooth: float = 0.0) -> np.ndarray:
     """Band-passed log image: minus its masked Gaussian blur ``sigma``, lightly
     smoothed by ``smooth``; 0 where invalid, tails compressed."""
