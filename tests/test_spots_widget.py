@@ -54,6 +54,11 @@ def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
     assert "ice_ring" in pts.features
     w._ice.value = "filter"
     assert w._options(True)["ice_rings"] == "filter" and w._options(False)["ice_rings"] == "keep"
+    # the ring-background choice is the U-Net's, and reaches find_spots
+    assert not w._rings.enabled and "ring_background" not in w._options(True)
+    w._method.value = "unet"
+    w._rings.value = "off"
+    assert w._rings.enabled and w._options(True)["ring_background"] == "off"
 
 
 def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtbot):

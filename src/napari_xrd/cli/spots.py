@@ -45,6 +45,10 @@ def add_parser(sub) -> None:
     p.add_argument("--min-spot-snr", type=float, default=None,
                    help="drop spots whose integrated signal-to-noise ratio over the local background is below this "
                    "(default: 3 for the U-Net, none for dispersion; JSON snr)")
+    p.add_argument("--ring-background", choices=["auto", "on", "off"], default="auto",
+                   help="U-Net: make the water and ice rings' profile in 2θ part of the input's background, so that "
+                   "weak spots on narrow rings are seen (needs the geometry, beam centre good to a pixel or so): "
+                   "auto = where a cross-check of the beam centre passes (default); on; off")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -113,6 +117,7 @@ def run(args) -> int:
         ice_rings=args.ice_rings,
         beamstop_shadow=args.beamstop_shadow,
         min_spot_snr=args.min_spot_snr,
+        ring_background=args.ring_background,
     )
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)

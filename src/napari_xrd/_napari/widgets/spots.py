@@ -88,6 +88,11 @@ class SpotsWidget(Container):
         self._threshold = FloatSpinBox(label="probability", min=0.05, max=0.95, step=0.05, value=0.5,
                                        tooltip="U-Net: probability threshold for spot pixels")
         self._model = ComboBox(label="model", choices=_model_choices, tooltip="U-Net model")
+        self._rings = ComboBox(label="ring background", choices=["auto", "on", "off"], value="auto",
+                               tooltip="U-Net, with the detector geometry: subtract the water and ice rings' profile "
+                               "in 2θ from the input so that weak spots on narrow rings are seen. auto: where a "
+                               "cross-check of the beam centre passes (apply the beam centre first if the header's "
+                               "is off); on: always; off: never")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
         self._ice = ComboBox(label="ice rings", choices=["auto", "filter", "keep"], value="auto",
                              tooltip="needs the detector geometry. auto: drop spots in ice shells crowded with "
@@ -103,7 +108,8 @@ class SpotsWidget(Container):
         self._shells = Label(label="shells", value="")
         super().__init__(
             widgets=[
-                self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._frames,
+                self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._rings,
+                self._frames,
                 self._ice, self._shadow, self._run, self._cancel, self._progress, self._count, self._shells,
             ]
         )
@@ -130,6 +136,7 @@ class SpotsWidget(Container):
         unet = self._method.value == "unet"
         self._threshold.enabled = unet
         self._model.enabled = unet
+        self._rings.enabled = unet
         self._sigma.enabled = not unet
         self._gain.enabled = not unet
 
@@ -145,7 +152,8 @@ class SpotsWidget(Container):
         common = {"ice_rings": self._ice.value if has_geometry or self._ice.value != "filter" else "keep",
                   "beamstop_shadow": self._shadow.value}
         if self._method.value == "unet":
-            return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value, **common}
+            return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value,
+                    "ring_background": self._rings.value, **common}
         return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value),
                 **common}
 

@@ -120,6 +120,7 @@ def find_spots(
     ice_ring_width: float = 0.002,
     beamstop_shadow: str = "auto",
     min_spot_snr: float | None = None,
+    ring_background: str = "auto",
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -138,7 +139,8 @@ def find_spots(
         ``threshold``; touching spots with a probability core each are cut
         apart (:func:`~napari_xrd.core.spots.split.split_touching_spots`).
     geometry : DetectorGeometry, optional
-        Gives each spot's resolution ``d``.
+        Gives each spot's resolution ``d``, and the U-Net the powder rings'
+        profile in 2θ as part of its input's background (``ring_background``).
     pixel_mask : (n_slow, n_fast) uint32 array_like, optional
         0 = good pixel; masked pixels never belong to a spot.
     min_spot_size, max_spot_size : int
@@ -175,6 +177,13 @@ def find_spots(
         below this.  Default: 3 for the U-Net, which has no photon-counting
         test of its own; none for dispersion, whose per-pixel tests are
         DIALS's.  0 keeps every spot.
+    ring_background : {"auto", "on", "off"}
+        U-Net with ``geometry`` only: subtract the rings' profile in 2θ with
+        the block medians of the input's background where that leaves less
+        structure ("auto"), always ("on") or never ("off").  Weak spots on
+        narrow water or ice rings are found that the blocks alone hide; it
+        needs the geometry's beam centre to a pixel or so
+        (:func:`~napari_xrd.core.spots.inference.frame_background`).
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -218,6 +227,8 @@ def find_spots(
             device=device,
             batch_size=batch_size,
             threads=threads,
+            geometry=geometry,
+            ring_background=ring_background,
             progress=progress,
             cancel=cancel,
         )

@@ -30,7 +30,7 @@ def _interp(n: int, block: int) -> np.ndarray:
     return _interp_matrix(n, -(-n // block), block)
 
 
-def prepare_input_batch(tiles, valid, *, normalisation: str = "local"):
+def prepare_input_batch(tiles, valid, *, normalisation: str = "local", background=None):
     """Network input for a batch of tiles, on their device.
 
     Parameters
@@ -41,6 +41,10 @@ def prepare_input_batch(tiles, valid, *, normalisation: str = "local"):
         True for usable pixels.
     normalisation : {"tile", "local"}
         As :func:`~napari_xrd.core.spots.inference.prepare_input`.
+    background : (B, H, W) float32 torch.Tensor, optional
+        For "local": the Anscombe-space background to subtract instead of
+        the tiles' block medians (cut from
+        :func:`~napari_xrd.core.spots.inference.frame_background`).
 
     Returns
     -------
@@ -64,6 +68,8 @@ def prepare_input_batch(tiles, valid, *, normalisation: str = "local"):
         mad = torch.nanmedian((vals - med[:, None]).abs(), dim=1).values
         scale = torch.nan_to_num(1.4826 * mad, nan=1.0).clamp_min(1.0)
         z = (a - torch.nan_to_num(med, nan=0.0)[:, None, None]) / scale[:, None, None]
+    elif background is not None:
+        z = _scaled_residual(a - background.float(), valid, nan)
     else:
         blk = _BLOCK
         by, bx = -(-h // blk), -(-w // blk)
@@ -76,11 +82,18 @@ def prepare_input_batch(tiles, valid, *, normalisation: str = "local"):
         wy = torch.from_numpy(_interp(h, blk)).to(a.device)
         wx = torch.from_numpy(_interp(w, blk)).to(a.device)
         background = torch.einsum("ik,bkl,jl->bij", wy, med, wx)
-        r = a - background
-        pairs = valid[:, :, 1:] & valid[:, :, :-1]
-        diffs = torch.where(pairs, (r[:, :, 1:] - r[:, :, :-1]).abs(), nan).reshape(b, -1)
-        mad = torch.nanmedian(diffs, dim=1).values
-        scale = torch.nan_to_num(1.4826 * mad / np.sqrt(2.0), nan=1.0).clamp_min(1.0)
-        z = r / scale[:, None, None]
+        z = _scaled_residual(a - background, valid, nan)
     x = torch.where(valid, 4.0 * torch.asinh(z / 4.0), torch.zeros((), device=a.device))
     return torch.stack([x, valid.float()], dim=1)
+
+
+def _scaled_residual(r, valid, nan):
+    """``r`` over its robust noise scale per tile (from neighbour differences; at least 1)."""
+    import torch
+
+    b = r.shape[0]
+    pairs = valid[:, :, 1:] & valid[:, :, :-1]
+    diffs = torch.where(pairs, (r[:, :, 1:] - r[:, :, :-1]).abs(), nan).reshape(b, -1)
+    mad = torch.nanmedian(diffs, dim=1).values
+    scale = torch.nan_to_num(1.4826 * mad / np.sqrt(2.0), nan=1.0).clamp_min(1.0)
+    return r / scale[:, None, None]

@@ -12,6 +12,11 @@ with masked pixels so that border pixels get the same treatment.
 Masked pixels (``pixel_mask != 0``, NaN) are zeroed in the input, flagged in a
 second input channel, and forced to probability 0 in the output.
 
+With a geometry, the "local" background is computed once for the whole frame
+(:func:`frame_background`), and where the frame has powder rings that the
+16-pixel blocks cannot follow, their profile in 2θ is part of it
+(:mod:`~napari_xrd.core.spots.ring_background`).
+
 On CUDA the forward pass runs under fp16 autocast; on the CPU, in float32.
 Peak memory is a few copies of the frame plus one batch of tiles.
 """
@@ -22,7 +27,16 @@ import numpy as np
 
 from napari_xrd.core.progress import check_cancel, report
 
-__all__ = ["INPUT_NORMALISATIONS", "prepare_input", "predict_spot_probability", "predict_spot_mask", "DEFAULT_TILE", "DEFAULT_MARGIN"]
+__all__ = [
+    "INPUT_NORMALISATIONS",
+    "RING_BACKGROUND_MODES",
+    "prepare_input",
+    "frame_background",
+    "predict_spot_probability",
+    "predict_spot_mask",
+    "DEFAULT_TILE",
+    "DEFAULT_MARGIN",
+]
 
 DEFAULT_TILE = 256
 DEFAULT_MARGIN = 16
@@ -31,6 +45,15 @@ DEFAULT_MARGIN = 16
 #: ``prepare_input(normalisation=...)`` choices; a model card's ``inference.input`` names the one its model was trained with.
 INPUT_NORMALISATIONS = ("tile", "local")
 _BLOCK = 16  # pixels: the local background is the median of blocks this size
+
+#: ``predict_spot_probability(ring_background=...)`` choices.
+RING_BACKGROUND_MODES = ("auto", "on", "off")
+
+
+def anscombe(image) -> np.ndarray:
+    """``2 sqrt(I + 3/8)`` of counts (negative, NaN and inf read as 0), float32."""
+    img = np.asarray(image, dtype=np.float32)
+    return 2.0 * np.sqrt(np.clip(np.nan_to_num(img, nan=0.0, posinf=0.0), 0, None) + 0.375, dtype=np.float32)
 
 
 def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
@@ -50,11 +73,22 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     ranked = np.sort(blocks, axis=1)  # NaN (invalid) last: the median of the valid values is at (n - 1) // 2
     med = ranked[np.arange(by * bx), np.maximum(n_valid - 1, 0) // 2]
     med[n_valid == 0] = np.median(med[n_valid > 0]) if (n_valid > 0).any() else 0.0
-    # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond
-    # einsum's own loops, not BLAS: a BLAS thread pool woken per tile fights torch's threads for the cores
-    # (a Pilatus 6M frame took 2.6 s instead of 1.1 s on 2 cores)
-    rows = np.einsum("ik,kl->il", _interp_matrix(ny, by, block), med.reshape(by, bx).astype(np.float32))
-    return np.einsum("il,jl->ij", rows, _interp_matrix(nx, bx, block)).astype(np.float32)
+    # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond;
+    # gathers, not matrix products: no BLAS thread pool to fight torch's threads for the cores,
+    # and linear in the frame's size (a dense product costs n_slow · n_blocks · n_fast)
+    med = med.reshape(by, bx).astype(np.float32)
+    i0, i1, w = _interp_index(ny, by, block)
+    rows = med[i0] * (1 - w)[:, None] + med[i1] * w[:, None]
+    j0, j1, v = _interp_index(nx, bx, block)
+    return rows[:, j0] * (1 - v) + rows[:, j1] * v
+
+
+def _interp_index(n: int, n_blocks: int, block: int):
+    """Neighbouring block centres and the weight of the second, for linear interpolation to ``n`` pixels."""
+    pos = np.clip((np.arange(n, dtype=np.float32) + 0.5) / block - 0.5, 0, n_blocks - 1)
+    i0 = np.minimum(np.floor(pos).astype(np.intp), max(n_blocks - 2, 0))
+    i1 = np.minimum(i0 + 1, n_blocks - 1)
+    return i0, i1, (pos - i0).astype(np.float32)
 
 
 def _interp_matrix(n: int, n_blocks: int, block: int) -> np.ndarray:
@@ -68,7 +102,7 @@ def _interp_matrix(n: int, n_blocks: int, block: int) -> np.ndarray:
     return w
 
 
-def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
+def prepare_input(image, valid, *, normalisation: str = "tile", background=None) -> np.ndarray:
     """Network input for one tile: normalised counts and the valid-pixel mask.
 
     The counts are variance-stabilised (Anscombe, ``a = 2 sqrt(I + 3/8)``,
@@ -94,6 +128,10 @@ def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
     valid : (H, W) bool array_like
         True for usable pixels.
     normalisation : {"tile", "local"}
+    background : (H, W) array_like, optional
+        For ``normalisation="local"``: the background of the Anscombe
+        transform to subtract instead of this tile's block medians (a cut
+        from :func:`frame_background`).
 
     Returns
     -------
@@ -104,7 +142,7 @@ def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
         raise ValueError(f"normalisation must be one of {INPUT_NORMALISATIONS}, got {normalisation!r}")
     img = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, dtype=bool) & np.isfinite(img)
-    a = 2.0 * np.sqrt(np.clip(np.nan_to_num(img, nan=0.0, posinf=0.0), 0, None) + 0.375, dtype=np.float32)
+    a = anscombe(img)
     out = np.zeros((2,) + img.shape, dtype=np.float32)
     if valid.any():
         if normalisation == "tile":
@@ -115,7 +153,7 @@ def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
             scale = max(1.4826 * float(np.median(np.abs(vals - med))), 1.0)
             z = (a - med) / np.float32(scale)
         else:
-            r = a - _block_median_background(a, valid)
+            r = a - (_block_median_background(a, valid) if background is None else background)
             pairs = valid[:, 1:] & valid[:, :-1]
             diffs = np.abs(r[:, 1:] - r[:, :-1])[pairs]
             if diffs.size > 16384:
@@ -125,6 +163,74 @@ def prepare_input(image, valid, *, normalisation: str = "tile") -> np.ndarray:
         out[0] = np.where(valid, 4.0 * np.arcsinh(z / 4.0), 0.0)
     out[1] = valid
     return out
+
+
+def _structure(r, valid, stride: int = 2) -> float:
+    """Mean of ``min(r², 9)`` over valid pixels (every ``stride``-th row): what a background leaves."""
+    rs, vs = r[::stride], valid[::stride]
+    return float(np.mean(np.minimum(rs[vs] ** 2, 9.0))) if vs.any() else 0.0
+
+
+def frame_background(image, valid, geometry=None, *, ring_background: str = "auto"):
+    """The whole frame's background for the "local" input, in Anscombe units.
+
+    Medians of 16-pixel blocks, interpolated, as :func:`prepare_input`
+    computes per tile; with ``geometry``, also the powder rings' profile in
+    2θ (:func:`~napari_xrd.core.spots.ring_background.powder_ring_background`)
+    under them.  ``ring_background="auto"`` keeps the profile only where it
+    passes a cross-check of the beam centre: with each quadrant's profile
+    taken from the quadrant opposite it, the background must still leave
+    less structure than the blocks alone.  Structure is the mean of
+    ``min(r², 9)`` over valid pixels of the residual ``r``; background
+    noise gives about 1, a ring that the blocks cannot follow adds to it.  A
+    beam centre that is off moves the rings opposite ways in opposite
+    quadrants, and the check fails.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Raw counts.
+    valid : (n_slow, n_fast) bool array_like
+    geometry : DetectorGeometry, optional
+        Needed for the ring profile; its shape must be the image's.
+    ring_background : {"auto", "on", "off"}
+
+    Returns
+    -------
+    background : (n_slow, n_fast) float32 ndarray or None
+        None where the per-tile block medians are to be used ("off", or no
+        geometry); the frame's block medians alone where "auto" finds that
+        the profile does not help.
+    info : dict
+        ``rings_used`` (bool) and, for "auto", the structures left by the
+        blocks alone, by the rings and by the opposite quadrants' rings
+        (``structure_blocks``, ``structure_rings``, ``structure_opposite``).
+    """
+    from napari_xrd.core.spots.ring_background import powder_ring_background
+
+    if ring_background not in RING_BACKGROUND_MODES:
+        raise ValueError(f"ring_background must be one of {RING_BACKGROUND_MODES}, got {ring_background!r}")
+    if geometry is None or ring_background == "off":
+        return None, {"rings_used": False}
+    image = np.asarray(image)
+    if tuple(geometry.shape) != image.shape:
+        raise ValueError(f"geometry shape {tuple(geometry.shape)} does not match image shape {image.shape}")
+    valid = np.asarray(valid, dtype=bool) & np.isfinite(image)
+    a = anscombe(image)
+    radius = geometry.equivalent_radius_map()
+    if ring_background == "on":
+        profile = powder_ring_background(a, geometry, valid=valid, radius=radius, min_sd=1.0)
+        return profile + _block_median_background(a - profile, valid), {"rings_used": True}
+    profile, opposite = powder_ring_background(a, geometry, valid=valid, radius=radius, min_sd=1.0,
+                                               with_opposite=True)
+    rings = profile + _block_median_background(a - profile, valid)
+    blocks = _block_median_background(a, valid)
+    info = {"structure_blocks": _structure(a - blocks, valid), "structure_rings": _structure(a - rings, valid),
+            # the check: the rings' background with the opposite quadrants' profile in place of the
+            # frame's; a wrong beam centre shifts the rings opposite ways there
+            "structure_opposite": _structure(a - rings + profile - opposite, valid)}
+    info["rings_used"] = info["structure_opposite"] < info["structure_blocks"]
+    return (rings if info["rings_used"] else blocks), info
 
 
 _INFERENCE_COPIES = None
@@ -187,6 +293,8 @@ def predict_spot_probability(
     batch_size: int | None = None,
     threads: int | None = None,
     input_on_device: bool | None = None,
+    geometry=None,
+    ring_background: str = "auto",
     progress=None,
     cancel=None,
 ) -> np.ndarray:
@@ -218,6 +326,14 @@ def predict_spot_probability(
         (:func:`~napari_xrd.core.spots.device_input.prepare_input_batch`)
         instead of NumPy on the CPU.  Default: on a GPU yes, on the CPU no
         (NumPy is faster there).
+    geometry : DetectorGeometry, optional
+        The frame's geometry: with it, the input background is computed for
+        the whole frame and can include the powder rings' profile in 2θ
+        (:func:`frame_background`; models whose card says
+        ``inference.input = "local"`` only).
+    ring_background : {"auto", "on", "off"}
+        Whether that profile is used: where it helps, always, or never
+        (then each tile's block medians, as without a geometry).
     progress, cancel : callables, optional
 
     Returns
@@ -259,6 +375,9 @@ def predict_spot_probability(
         raise ValueError(f"margin {margin} too large for tile {tile}")
     if batch_size is None:
         batch_size = 32 if dev.type == "cuda" else 8
+    background = None
+    if normalisation == "local":
+        background, _ = frame_background(image, valid, geometry, ring_background=ring_background)
 
     ny, nx = image.shape
     ys, xs = _tile_origins(ny, step), _tile_origins(nx, step)
@@ -266,6 +385,7 @@ def predict_spot_probability(
     pad_x = len(xs) * step + 2 * margin - nx - margin
     img_p = np.pad(np.asarray(image, dtype=np.float32), ((margin, pad_y), (margin, pad_x)))
     val_p = np.pad(valid, ((margin, pad_y), (margin, pad_x)))
+    bg_p = None if background is None else np.pad(background, ((margin, pad_y), (margin, pad_x)))
     on_device = dev.type != "cpu" if input_on_device is None else bool(input_on_device)
     origins = [(y, x) for y in ys for x in xs]
     total = len(origins)
@@ -275,6 +395,7 @@ def predict_spot_probability(
             from napari_xrd.core.spots.device_input import prepare_input_batch
 
             img_t, val_t = torch.from_numpy(img_p).to(dev), torch.from_numpy(val_p).to(dev)
+            bg_t = None if bg_p is None else torch.from_numpy(bg_p).to(dev)
             prob = torch.zeros((ny, nx), dtype=torch.float32, device=dev)
         else:
             prob = np.zeros((ny, nx), dtype=np.float32)
@@ -284,11 +405,15 @@ def predict_spot_probability(
             if on_device:  # float32: fp16 would blur the background subtraction
                 xb = prepare_input_batch(torch.stack([img_t[y : y + tile, x : x + tile] for y, x in batch]),
                                          torch.stack([val_t[y : y + tile, x : x + tile] for y, x in batch]),
-                                         normalisation=normalisation)
+                                         normalisation=normalisation,
+                                         background=None if bg_t is None else
+                                         torch.stack([bg_t[y : y + tile, x : x + tile] for y, x in batch]))
             else:
                 xb = torch.from_numpy(np.stack([
                     prepare_input(img_p[y : y + tile, x : x + tile], val_p[y : y + tile, x : x + tile],
-                                  normalisation=normalisation) for y, x in batch])).to(dev)
+                                  normalisation=normalisation,
+                                  background=None if bg_p is None else bg_p[y : y + tile, x : x + tile])
+                    for y, x in batch])).to(dev)
             with autocast_context(dev):
                 logits = net(xb.contiguous(memory_format=torch.channels_last))
             p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin]
