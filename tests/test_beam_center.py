@@ -343,3 +343,26 @@ def test_a_blank_frame_gives_a_weak_answer_and_no_numpy_warnings():
         warnings.simplefilter("error", RuntimeWarning)
         r = estimate_beam_center(np.zeros(g.shape, np.float32), geometry=g)
     assert r.uncertainty_px >= 5.0 and not r.tilt_determined
+
+
+def test_dark_region_mask_ignores_the_surroundings_of_bright_spots():
+    """On a dim frame, blocks round a strong Bragg spot are not "dark": the level leaves the spots out."""
+    from napari_xrd.core.beam_center.friedel import _shadow
+
+    rng = np.random.default_rng(5)
+    shape = (2520, 2520)  # a Pilatus-sized frame: binned by 6 into the 420-px working image
+    lam = np.full(shape, 1.0, dtype=np.float32)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    disc = (yy - 1260) ** 2 + (xx - 1250) ** 2 < 15**2
+    lam[disc] = 0.0
+    spots = [(400, 500), (1800, 1900), (2100, 450), (600, 2000), (1260, 1900), (1900, 1260)]
+    sy, sx = np.mgrid[-8:9, -8:9]
+    stamp = (2e5 / (2 * np.pi * 1.5**2) * np.exp(-(sy**2 + sx**2) / (2 * 1.5**2))).astype(np.float32)
+    for y, x in spots:
+        lam[y - 8 : y + 9, x - 8 : x + 9] += stamp
+    img = rng.poisson(lam).astype(np.float32)
+    dark = _shadow(img, np.ones(shape, bool))
+    assert dark[disc].mean() > 0.9  # the beamstop's disc is found
+    assert dark.sum() < 4 * disc.sum()  # and little else
+    for y, x in spots:  # the blocks round each spot are open
+        assert not dark[y - 60 : y + 61, x - 60 : x + 61].any()
