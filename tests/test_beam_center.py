@@ -366,3 +366,23 @@ def test_dark_region_mask_ignores_the_surroundings_of_bright_spots():
     assert dark.sum() < 4 * disc.sum()  # and little else
     for y, x in spots:  # the blocks round each spot are open
         assert not dark[y - 60 : y + 61, x - 60 : x + 61].any()
+
+
+def test_dark_region_mask_leaves_the_valleys_between_bright_rings():
+    """Empty valleys between bright (spotty ice) rings are not shadow; the disc on the central halo is."""
+    from napari_xrd.core.beam_center.friedel import _shadow
+
+    rng = np.random.default_rng(6)
+    shape = (2520, 2520)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    r = np.hypot(yy - 1260.0, xx - 1250.0)
+    lam = (0.05 + 3.0 * np.exp(-r / 150.0)).astype(np.float32)
+    for radius in (500, 580, 660, 740):  # rings of grains, 12 px wide, far brighter than the gaps
+        lam += np.where(np.abs(r - radius) < 6, 8.0 * (rng.random(shape) < 0.3), 0.0).astype(np.float32)
+    disc = r < 15
+    lam[disc] = 0.0
+    img = rng.poisson(lam).astype(np.float32)
+    dark = _shadow(img, np.ones(shape, bool))
+    assert dark[disc].mean() > 0.9
+    valleys = (r > 515) & (r < 725) & (np.abs(r - 580) > 15) & (np.abs(r - 660) > 15)
+    assert dark[valleys].mean() < 0.01

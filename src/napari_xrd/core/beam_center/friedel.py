@@ -85,14 +85,18 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # per pixel or less) one strong spot raises the blurred level round it
     # several-fold, and every block nearby then looks "dark" (15 % of a
     # development frame was masked as shadow, half its spots with it).  Blocks
-    # far above the first level are left out of a second one.
-    first = num / np.maximum(den, 0.05)
-    bright = ok & (small > 2.0 * first + 3.0 * np.sqrt(np.maximum(first, 0) / (f * f)) + 1.0 / (f * f))
-    if bright.any():
-        keep = ok & ~bright
-        wgt = keep.astype(np.float32)
+    # far above the level are left out of it, up to three times, so that
+    # bright powder rings (spotty ice) go too: the empty valleys between them
+    # looked dark (7 % of a frame).
+    keep = ok
+    for _ in range(3):
+        first = num / np.maximum(den, 0.05)
+        bright = ok & (small > 2.0 * first + 3.0 * np.sqrt(np.maximum(first, 0) / (f * f)) + 1.0 / (f * f))
+        if not (bright & keep).any():
+            break
+        keep = keep & ~bright
         num = gaussian_filter(np.where(keep, small, 0), 7.0, mode="nearest", truncate=2.0)
-        den = gaussian_filter(wgt, 7.0, mode="nearest", truncate=2.0)
+        den = gaussian_filter(keep.astype(np.float32), 7.0, mode="nearest", truncate=2.0)
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
     # a block is dark when it is far below its surroundings, measured above a
     # pedestal (CCDs read one where no photons arrive), and that cannot be
