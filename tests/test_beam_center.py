@@ -386,3 +386,26 @@ def test_dark_region_mask_leaves_the_valleys_between_bright_rings():
     assert dark[disc].mean() > 0.9
     valleys = (r > 515) & (r < 725) & (np.abs(r - 580) > 15) & (np.abs(r - 660) > 15)
     assert dark[valleys].mean() < 0.01
+
+
+def test_radial_fit_on_spots_alone_is_not_overconfident():
+    """A flat frame whose only 'radial' structure is the density of Bragg spots.
+
+    The curvature of the fit claimed 0.16 px while the fit was 13 px off; the
+    leave-one-quadrant-out spread now bounds the uncertainty from below.
+    """
+    from napari_xrd.core.beam_center.radial import fit_radial_background
+
+    rng = np.random.default_rng(11)
+    shape = (1200, 1200)
+    g = DetectorGeometry(shape, 0.172, 150.0, (602.3, 597.8), 1.0)
+    img = rng.poisson(0.3, shape).astype(np.float32)
+    r = np.abs(rng.normal(0, 250, 3000))
+    a = rng.uniform(0, 2 * np.pi, 3000)
+    x, y = (602.3 + r * np.cos(a)).astype(int), (597.8 + r * np.sin(a)).astype(int)
+    inside = (x > 2) & (x < 1197) & (y > 2) & (y < 1197)
+    for xi, yi in zip(x[inside], y[inside]):
+        img[yi - 1 : yi + 2, xi - 1 : xi + 2] += rng.poisson(200, (3, 3))
+    fit = fit_radial_background(img, geometry=g.replace(beam_center=(590.0, 610.0)))
+    assert not fit.sharp
+    assert fit.center_sigma_px >= 0.5 * fit.quadrant_spread_px > 0.5

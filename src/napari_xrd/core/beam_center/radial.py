@@ -490,6 +490,14 @@ def fit_radial_background(
         # the coarse model's own scatter (a fifth of a block on frames with
         # spotty ice) is exceeded: something non-radial pulls the fit
         center_sigma = max(center_sigma, spread)
+    elif not sharp:
+        # a smooth profile's curvature can claim far more than the data hold:
+        # on flat frames whose only "radial" structure is the falling density
+        # of Bragg spots, the leave-one-quadrant-out centres moved by 3-5 px
+        # while the curvature said 0.6-0.7 px (the centre was 9-16 px off).
+        # (Not after the sharp-ring pass: its coarse spread includes the
+        # coarse blocks' own scatter over ice grains.)
+        center_sigma = max(center_sigma, 0.5 * spread)
     g = geometry.replace(beam_center=(float(p[0]), float(p[1])), pitch=float(p[2]), yaw=float(p[3]))
     return RadialFit(
         geometry=g,
