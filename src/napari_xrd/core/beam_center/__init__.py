@@ -49,7 +49,7 @@ SPOTS_MAX_SIGMA_PX = 1.0
 SPOTS_MAX_RMS_PX = 1.5
 
 #: brightest spots (after those on ice rings are dropped) that the spot-based fits use
-MAX_SPOTS = 600
+MAX_SPOTS = 300
 
 #: how far from a poor start (the seed-004 heuristic) the spots' fits look for the centre (mm)
 SPOT_SEARCH_MM = 10.0
