@@ -295,15 +295,18 @@ class DetectorGeometry:
         -------
         xyz : ndarray, shape ``broadcast(fast, slow).shape + (3,)``
         """
-        fast = np.asarray(fast, dtype=float)
-        slow = np.asarray(slow, dtype=float)
-        u = (fast - self.beam_center[0]) * self.pixel_size
-        v = (slow - self.beam_center[1]) * self.pixel_size
-        r = self.rotation
+        return np.stack(np.broadcast_arrays(*self._lab_xyz(fast, slow)), axis=-1)
+
+    def _lab_xyz(self, fast, slow, dtype=float):
+        """``x, y, z`` (mm) of detector points as separate broadcast arrays, computed in ``dtype``."""
+        t = np.dtype(dtype).type
+        u = (np.asarray(fast, dtype=t) - t(self.beam_center[0])) * t(self.pixel_size)
+        v = (np.asarray(slow, dtype=t) - t(self.beam_center[1])) * t(self.pixel_size)
+        r = self.rotation.astype(t)
         x = r[0, 0] * u + r[0, 1] * v
         y = r[1, 0] * u + r[1, 1] * v
-        z = self.distance + r[2, 0] * u + r[2, 1] * v
-        return np.stack(np.broadcast_arrays(x, y, z), axis=-1)
+        z = t(self.distance) + r[2, 0] * u + r[2, 1] * v
+        return x, y, z
 
     def two_theta_at(self, fast, slow):
         """Scattering angle 2θ (radians) at detector point(s) ``(fast, slow)``."""
@@ -401,16 +404,11 @@ class DetectorGeometry:
         Computed in ``dtype`` (float32 by default: a Pilatus 6M frame in
         about 0.1 s).
         """
-        n_slow, n_fast = self.shape
         t = np.dtype(dtype).type
-        r = self.rotation.astype(t)
-        ps, dist = t(self.pixel_size), t(self.distance)
-        u = ((np.arange(n_fast, dtype=t) + t(0.5) - t(self.beam_center[0])) * ps)[None, :]
-        v = ((np.arange(n_slow, dtype=t) + t(0.5) - t(self.beam_center[1])) * ps)[:, None]
-        rho = np.hypot(r[0, 0] * u + r[0, 1] * v, r[1, 0] * u + r[1, 1] * v)
-        z = dist + r[2, 0] * u + r[2, 1] * v
+        fast, slow = self.pixel_centers()
+        x, y, z = self._lab_xyz(fast, slow, dtype=t)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = rho / z * (dist / ps)
+            out = np.hypot(x, y) / z * t(self.distance / self.pixel_size)
         return np.where(z > 0, out, t(np.inf))
 
     def d_spacing_map(self) -> np.ndarray:

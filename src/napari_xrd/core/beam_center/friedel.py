@@ -78,9 +78,6 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     h, w = data.shape
     f = max(1, int(max(h, w) // 420))
     small, ok = block_mean(data, valid=valid, factor=f)
-    wgt = ok.astype(np.float32)
-    num = gaussian_filter(np.where(ok, small, 0), 7.0, mode="nearest", truncate=2.0)
-    den = gaussian_filter(wgt, 7.0, mode="nearest", truncate=2.0)
     # the level must not follow bright Bragg spots: on a dim frame (a photon
     # per pixel or less) one strong spot raises the blurred level round it
     # several-fold, and every block nearby then looks "dark" (15 % of a
@@ -89,14 +86,14 @@ def _shadow(data: np.ndarray, valid: np.ndarray) -> np.ndarray:
     # bright powder rings (spotty ice) go too: the empty valleys between them
     # looked dark (7 % of a frame).
     keep = ok
-    for _ in range(3):
-        first = num / np.maximum(den, 0.05)
-        bright = ok & (small > 2.0 * first + 3.0 * np.sqrt(np.maximum(first, 0) / (f * f)) + 1.0 / (f * f))
-        if not (bright & keep).any():
-            break
-        keep = keep & ~bright
+    for i in range(4):
         num = gaussian_filter(np.where(keep, small, 0), 7.0, mode="nearest", truncate=2.0)
         den = gaussian_filter(keep.astype(np.float32), 7.0, mode="nearest", truncate=2.0)
+        first = num / np.maximum(den, 0.05)
+        bright = ok & (small > 2.0 * first + 3.0 * np.sqrt(np.maximum(first, 0) / (f * f)) + 1.0 / (f * f))
+        if i == 3 or not (bright & keep).any():
+            break
+        keep = keep & ~bright
     level = np.where(den > 0.05, num / np.maximum(den, 0.05), np.inf)
     # a block is dark when it is far below its surroundings, measured above a
     # pedestal (CCDs read one where no photons arrive), and that cannot be
