@@ -109,3 +109,23 @@ def test_only_a_firm_disc_steers_the_spot_search():
     starts = _spot_starts(g, None, firm, (290.0, 280.0))
     assert [s[3] for s in starts] == ["beamstop"] and starts[0][0].beam_center == (305.0, 302.0)
     assert [s[3] for s in _spot_starts(g, None, weak, (290.0, 280.0))] == ["heuristic"]
+
+
+def test_a_traced_edge_the_likelihood_fit_calls_no_disc_is_not_reported():
+    # the disc hidden under a module-gap cross wider than it, its arm leaving
+    # the gap: the corner between the gap and the arm's shadow traces as a
+    # small circle (34 px off, σ 0.5 px, for seed 1) where the likelihood fit
+    # sees no dark disc, or one as wide as the arm
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        shape = (600, 600)
+        c = (300.0 + rng.uniform(-3, 3), 300.0 + rng.uniform(-3, 3))
+        t = beamstop_transmission(shape, c, radius_px=14, arm_angle_deg=float(rng.uniform(20, 70)),
+                                  arm_width_px=26, transmission=0.01)
+        img = rng.poisson(0.6 * t).astype(np.float32)
+        valid = np.ones(shape, bool)
+        valid[282:318, :] = False
+        valid[:, 285:297] = False
+        bs = find_beamstop(img, valid, pixel_size=0.075, near=(300, 300), search_radius_px=200)
+        if bs is not None:
+            assert math.dist(bs["beam_center_px"], c) < 3 * bs["center_sigma_px"] + 1.0

@@ -243,6 +243,20 @@ def _search(data, valid, dark, shadow, hidden, level, factor, near, search_radiu
     return None
 
 
+def _not_a_disc(fit) -> bool:
+    """The likelihood fit, run from a traced edge, says the shadow is no beamstop disc.
+
+    It is barely darker than its surroundings (a corner between a gap and
+    the arm's shadow traces as a small circle), or its width is the arm's (a
+    stretch of arm).  A traced edge is kept only where the fit failed for
+    other reasons (a rough edge, a centre it could not pin).
+    """
+    if fit is None:
+        return False
+    arm_like = fit["arm_half_width"] is not None and fit["arm_half_width"] >= 0.8 * fit["radius"]
+    return fit["significance"] < 0.5 * MIN_DISC_SIGNIFICANCE or arm_like
+
+
 def _refine(data, valid, component, ij, r_blocks, factor, level):
     """The disc's centre, radius and arm: a likelihood fit of the whole shadow
     (:func:`.beamstop_fit.fit_beamstop_shadow`), started from a circle through
@@ -297,7 +311,7 @@ def _refine(data, valid, component, ij, r_blocks, factor, level):
         center, rad, sigma = fit["center"], fit["radius"], fit["center_sigma"]
         if fit["arm_angle"] is not None:
             arm_angle = fit["arm_angle"]
-    elif edge is not None:
+    elif edge is not None and not _not_a_disc(fit):
         center, rad, sigma = edge["center"], edge["radius"], edge["rms"] / math.sqrt(edge["n"])
     else:
         return None
