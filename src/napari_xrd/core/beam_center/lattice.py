@@ -279,7 +279,9 @@ def _lattice_fits(spots, g, radius, *, fit_tilt, max_cell, tolerance, min_indexe
     if basis is None:
         return []
     check_cancel(cancel)
-    cands, scores = _origin_candidates(g, basis, spots[inner], radius, tolerance, max_candidates=max_starts)
+    # candidates a little beyond the radius: the phases place the origin only
+    # roughly; the refined centre must lie inside
+    cands, scores = _origin_candidates(g, basis, spots[inner], radius + 5.0, tolerance, max_candidates=max_starts)
     start = np.array(g.beam_center)
     fits = []
     for c, sc in zip(cands, scores):
