@@ -52,10 +52,15 @@ def test_radial_fit_gives_centre_and_tilt_from_rings_and_background(pitch, yaw):
     img, mask = render_frame(true, water=0.5, ice=3.0, n_spots=30, gaps=False, counts=200, seed=3)
     header = true.replace(beam_center=(300.0, 300.0), pitch=0.0, yaw=0.0)
     r = estimate_beam_center(img, geometry=header, pixel_mask=mask)
-    assert r.method == "radial" and r.tilt_determined
+    rad = r.details["radial"]
+    assert math.dist(rad["beam_center_px"], true.beam_center) < 0.3
+    assert abs(rad["pitch_deg"] - pitch) < 0.1 and abs(rad["yaw_deg"] - yaw) < 0.1
+    assert rad["center_sigma_px"] < 0.3
+    # the answer: the radial fit's, or the spots' where they are surer than
+    # its leave-one-quadrant-out spread allows (sharp rings)
+    assert r.method in ("radial", "friedel pairs", "lattice", "rings") and r.tilt_determined
     assert center_error(r, true) < 0.3
     assert abs(r.pitch_deg - pitch) < 0.1 and abs(r.yaw_deg - yaw) < 0.1
-    assert r.details["radial"]["center_sigma_px"] < 0.3
 
 
 def test_radial_fit_on_a_smooth_halo_without_rings():

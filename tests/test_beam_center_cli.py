@@ -36,7 +36,9 @@ def test_cli_json_for_a_chosen_frame(tmp_path, capsys):
         assert key in out
     f, s = out["beam_center_px"]
     assert math.hypot(f - g1.beam_center[0], s - g1.beam_center[1]) < 0.5
-    assert out["frame"] == 1 and out["method"] == "radial" and out["tilt_determined"]
+    # the radial fit, or where its leave-one-quadrant-out spread says it is
+    # less sure than it claims, the rings or the spots
+    assert out["frame"] == 1 and out["method"].split(" (")[0] in ("radial", "rings", "friedel pairs", "lattice")
 
 
 def test_cli_text_output(tmp_path, capsys):
@@ -109,4 +111,7 @@ def test_real_adsc_frame(capsys):
     # near (1200, 1150); the beam must hit the beamstop (radius ~60 px)
     assert math.hypot(f - 1200.0, s - 1150.0) < 60
     assert out["method"].startswith("radial")
-    assert out["uncertainty_px"] < 1.0
+    # the fit's curvature says ~0.1 px, but leaving a quadrant out moves it
+    # by ~4 px on this CCD (and holding the tilt at 0 by ~2.7 px): the
+    # uncertainty reported is the honest one
+    assert 0.5 < out["uncertainty_px"] < 3.0

@@ -500,15 +500,22 @@ def estimate_beam_center(
                     rad.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
                 )
                 unc = max(rad.center_sigma_px, 0.02)
+                if rad.sharp and method == "auto":
+                    # the sharp-ring pass's σ comes from ring gradients that
+                    # grains (spotty ice) make jagged: where leaving a
+                    # quadrant out moves the coarse fit far, it claims too
+                    # much (1.85 px off at σ 0.06 px on a development frame
+                    # whose coarse centres spread by 1.7 px)
+                    unc = max(unc, 0.5 * rad.quadrant_spread_px)
                 best = (rad.geometry, unc, rad.tilt_sigma_deg, tilt_ok,
                         "radial" if tilt_ok else "radial (tilt not determined)")
-                if method == "auto" and rad.center_sigma_px > SPOT_CHECK_SIGMA_PX:
+                if method == "auto" and unc > SPOT_CHECK_SIGMA_PX:
                     # a smooth background pins the centre less well than its
                     # curvature says (centre and tilt trade off along a
                     # valley): the spots, where they index or pair, do better
                     report(progress, 2, 4, "spots")
                     t1 = time.perf_counter()
-                    radius = max(3 * rad.center_sigma_px + 2.0, 5.0)
+                    radius = max(3 * unc + 2.0, 5.0)
                     spot = _spot_estimate(data, valid_ns, rad.geometry, radius, fit_tilt=fit_tilt,
                                           details=details, cancel=cancel)
                     timings["spots_s"] = time.perf_counter() - t1
