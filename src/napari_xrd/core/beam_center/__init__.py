@@ -170,18 +170,15 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
     return starts
 
 
-def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
-                   cancel=None, lattice: bool = True, pairs: bool = True, tilt_known: bool = True):
-    """Beam centre and tilt from the spots: Friedel pairs, else the still's lattice.
+def _frame_spots(data, valid, start: DetectorGeometry, details: dict):
+    """The brightest spots (at most ``MAX_SPOTS``) after those on crowded ice shells are dropped; (n, 2) ``(fast, slow)``.
 
-    Returns ``(geometry, uncertainty_px, tilt_sigma_deg, tilt_determined,
-    method)`` for an answer within ``SPOTS_MAX_SIGMA_PX``, else None; what
-    each fit found goes into ``details``.
+    Spotty ice rings: their grains are spots on no lattice and, on a frame
+    with much ice, most of the spots; the shells this frame's spots crowd
+    (core.spots.ice, as the spot finder's ice_rings="auto") are dropped, and
+    where they were many, the Bragg spots are looked for deeper.
     """
-    from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
-    from napari_xrd.core.beam_center.lattice import lattice_beam_center
     from napari_xrd.core.beam_center.spots import find_spot_centroids
-    from napari_xrd.core.progress import check_cancel
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
     def ice(xy):
@@ -189,10 +186,6 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
             return np.zeros(0, bool)
         return flag_ice_ring_spots(np.atleast_1d(start.resolution_at(xy[:, 0], xy[:, 1])), mode="auto")
 
-    # spotty ice rings: their grains are spots on no lattice and, on a frame
-    # with much ice, most of the spots; the shells this frame's spots crowd
-    # (core.spots.ice, as the spot finder's ice_rings="auto") are dropped,
-    # and where they were many, the Bragg spots are looked for deeper
     spots = find_spot_centroids(data, valid, max_peaks=MAX_SPOTS)
     on_ice = ice(spots)
     if on_ice.sum() > 0.25 * len(spots):
@@ -200,11 +193,34 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
         on_ice = ice(spots)
     spots = spots[~on_ice][:MAX_SPOTS]
     details["spots"] = {"n_spots": int(len(spots)), "n_on_ice_rings": int(on_ice.sum())}
+    return spots
+
+
+def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
+                   cancel=None, lattice: bool = True, pairs: bool = True, tilt_known: bool = True, spots=None,
+                   pair_radius: float | None = None):
+    """Beam centre and tilt from the spots: Friedel pairs, else the still's lattice.
+
+    ``spots`` are :func:`_frame_spots`' (found here when not given);
+    ``pair_radius`` is how far from the start the pairs' vote looks (default
+    the larger of 3 × ``radius`` and ``FRIEDEL_SEARCH_MM``).
+
+    Returns ``(geometry, uncertainty_px, tilt_sigma_deg, tilt_determined,
+    method)`` for an answer within ``SPOTS_MAX_SIGMA_PX``, else None; what
+    each fit found goes into ``details``.
+    """
+    from napari_xrd.core.beam_center.friedel import friedel_pair_geometry
+    from napari_xrd.core.beam_center.lattice import lattice_beam_center
+    from napari_xrd.core.progress import check_cancel
+
+    if spots is None:
+        spots = _frame_spots(data, valid, start, details)
     check_cancel(cancel)
     if pairs:
         # the pairs' vote finds the centre from far: a wide search costs little
-        fp = friedel_pair_geometry(spots, start, fit_tilt=fit_tilt,
-                                   search_radius_px=max(3 * radius, FRIEDEL_SEARCH_MM / start.pixel_size))
+        if pair_radius is None:
+            pair_radius = max(3 * radius, FRIEDEL_SEARCH_MM / start.pixel_size)
+        fp = friedel_pair_geometry(spots, start, fit_tilt=fit_tilt, search_radius_px=pair_radius)
         if fp is not None:
             details["friedel_pairs"] = {k: (list(v.beam_center) if k == "geometry" else v) for k, v in fp.items()}
             strong = (
@@ -541,23 +557,42 @@ def estimate_beam_center(
             raise ValueError("too few valid pixels for the radial background fit")
     check_cancel(cancel)
 
-    report(progress, 1, 4, "beamstop")
-    if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
-        near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
-    else:
-        # headers can be off by several millimetres, rarely by more than 15
-        near, reach = geometry.beam_center, HEADER_REACH_MM / geometry.pixel_size
-    bs = find_beamstop(data, valid, pixel_size=geometry.pixel_size, near=near, search_radius_px=reach)
-    if bs is not None:
-        details["beamstop"] = bs
-    # Bragg spots: index the still's lattice (its origin is the beam), else
-    # Friedel pairs; both refine centre and tilt from spot positions
     spot = None
+    heur = frame_spots = None
     if method in ("auto", "lattice", "friedel"):
-        report(progress, 2, 4, "spots")
+        report(progress, 1, 4, "spots")
         t1 = time.perf_counter()
         heur, _ = heuristic_beam_center(data, pixel_mask=(~valid).astype(np.uint8))
         details["heuristic_beam_center_px"] = list(heur)
+        first = _spot_starts(geometry, rad, None, heur)[0]
+        frame_spots = _frame_spots(data, valid_ns, first[0], details)
+        if method != "lattice":
+            # Friedel pairs first: their vote finds the centre from far (a
+            # rotation frame's spots pair about the beam), and where they
+            # answer, the beamstop's disc is not needed
+            spot = _spot_estimate(data, valid_ns, first[0], first[2], fit_tilt=fit_tilt, details=details,
+                                  cancel=cancel, lattice=False, spots=frame_spots)
+        timings["spots_s"] = time.perf_counter() - t1
+    if spot is None:
+        report(progress, 1, 4, "beamstop")
+        t1 = time.perf_counter()
+        if nn is not None and nn["center_sigma_px"] < 0.05 * max(data.shape):
+            near, reach = nn["beam_center_px"], max(6 * nn["center_sigma_px"], 10.0 / geometry.pixel_size)
+        else:
+            # headers can be off by several millimetres, rarely by more than 15
+            near, reach = geometry.beam_center, HEADER_REACH_MM / geometry.pixel_size
+        bs = find_beamstop(data, valid, pixel_size=geometry.pixel_size, near=near, search_radius_px=reach)
+        if bs is not None:
+            details["beamstop"] = bs
+        timings["beamstop_s"] = time.perf_counter() - t1
+    else:
+        bs = None
+    # Bragg spots: index the still's lattice (its origin is the beam), else
+    # Friedel pairs from the beamstop's disc; both refine centre and tilt
+    # from spot positions
+    if spot is None and method in ("auto", "lattice", "friedel"):
+        report(progress, 2, 4, "spots")
+        t1 = time.perf_counter()
         # the lattice fixes the centre only modulo the reflections on the Ewald
         # sphere (see .lattice): from a far start it answers only where no
         # other centre within the search fits as well
@@ -566,14 +601,16 @@ def estimate_beam_center(
                 _spot_starts(geometry, rad, bs, heur)):
             details["spot_start"] = {"beam_center_px": list(spot_start.beam_center), "sigma_px": start_sigma,
                                      "radius_px": spot_radius, "from": spot_source}
+            # (the pairs were tried from the first start without the disc)
+            pairs = method != "lattice" and i == 0 and spot_source == "beamstop"
             spot = _spot_estimate(data, valid_ns, spot_start, spot_radius, fit_tilt=fit_tilt, details=details,
-                                  cancel=cancel, lattice=use_lattice, pairs=method != "lattice" and i == 0,
-                                  tilt_known=not fit_tilt)
+                                  cancel=cancel, lattice=use_lattice, pairs=pairs, tilt_known=not fit_tilt,
+                                  spots=frame_spots)
             if "lattice" in details:
                 details["lattice"].setdefault("start_sigma_px", start_sigma)
             if spot is not None:
                 break
-        timings["spots_s"] = time.perf_counter() - t1
+        timings["spots_s"] = timings.get("spots_s", 0.0) + time.perf_counter() - t1
     if method == "lattice" and (spot is None or not spot[4].startswith("lattice")):
         raise ValueError("the spots do not index as one lattice; try method='auto'")
     if spot is not None:
