@@ -546,8 +546,23 @@ def estimate_beam_center(
                         t1 = time.perf_counter()
                         rings = _ring_check(data, valid_ns, rad.geometry, details)
                         timings["rings_s"] = time.perf_counter() - t1
-                        if rings is not None and rings[1] < unc:
-                            best = rings
+                        if rings is not None:
+                            d = math.dist(rings[0].beam_center, rad.geometry.beam_center)
+                            details["radial"]["distance_to_rings_px"] = d
+                            if d > 2.0 * math.hypot(rings[1], unc):
+                                # they disagree: the surer by its honest
+                                # uncertainty (the radial fit's widened by its
+                                # quadrant spread) answers
+                                if rings[1] < unc:
+                                    best = rings
+                            elif rings[1] < rad.center_sigma_px:
+                                # they agree: the more precise by its own
+                                # curvature
+                                best = rings
+                            else:
+                                # (the radial fit, on smooth ice rings; as
+                                # sure as the rings and their distance allow)
+                                best = (*best[:1], min(unc, max(rings[1], d)), *best[2:])
                 timings["total_s"] = time.perf_counter() - t0
                 details["timings"] = timings
                 report(progress, 4, 4, "done")
