@@ -210,6 +210,46 @@ def test_flat_still_with_a_beamstop_answers_from_its_lattice(still):
     assert r.details["lattice"]["n_indexed"] > 0.5 * min(len(spots), MAX_SPOTS)  # the brightest are used
 
 
+def _flat_still_image(true, refl, rng, level=8.0):
+    n = true.shape[0]
+    yy, xx = np.mgrid[0:n, 0:n] + 0.5
+    img = np.full(true.shape, level)
+    amp = 300 * rng.uniform(0.3, 1.0, len(refl["fast"]))
+    for (f, s), a in zip(np.stack([refl["fast"], refl["slow"]], axis=1), amp):
+        r0, c0 = int(s), int(f)
+        sl = (slice(max(r0 - 4, 0), r0 + 5), slice(max(c0 - 4, 0), c0 + 5))
+        img[sl] += a * np.exp(-((xx[sl] - f) ** 2 + (yy[sl] - s) ** 2) / (2 * 0.8**2))
+    return rng.poisson(img).astype(np.float32)
+
+
+@pytest.mark.parametrize("disc_offset", [(1.5, -1.0), (-4.0, 4.5)])
+def test_weak_disc_picks_the_lattice_centre_nearest_it_with_its_own_uncertainty(monkeypatch, disc_offset):
+    """A disc too weak to start the spots' fits (mostly hidden, faint) is
+    tried last: the lattice's centre nearest it answers, exact when the disc
+    is the beamstop's, and never surer than the disc."""
+    import napari_xrd.core.beam_center.beamstop as bs_mod
+    from napari_xrd.core.beam_center import BEAMSTOP_ALIGNMENT_MM, _beamstop_sigma, estimate_beam_center
+
+    rng = np.random.default_rng(12)
+    true = geometry()
+    # a small cell: the lattice's other centres lie ~20 px apart, beyond the disc's reach
+    _, refl = still_spots(true, rng, cell=(41.0, 47.0, 55.0))
+    img = _flat_still_image(true, refl, rng)
+    disc = {"beam_center_px": [true.beam_center[0] + disc_offset[0], true.beam_center[1] + disc_offset[1]],
+            "radius_px": 12.0, "center_sigma_px": 1.5 * BEAMSTOP_ALIGNMENT_MM / true.pixel_size,
+            "arm_angle_deg": None, "fit": "likelihood", "significance": 15.0, "edge_points": 0,
+            "edge_rms_px": None}
+    monkeypatch.setattr(bs_mod, "find_beamstop", lambda *a, **k: dict(disc))
+    header = true.replace(beam_center=(true.beam_center[0] - 40, true.beam_center[1] + 35), pitch=0.0, yaw=0.0)
+    r = estimate_beam_center(img, geometry=header)
+    sigma = _beamstop_sigma(disc, true.pixel_size)
+    e = err(r.geometry, true)
+    assert r.uncertainty_px >= sigma - 1e-9 and e < 3 * r.uncertainty_px
+    # the truth lies within the disc's reach (3σ + 2 px): the lattice's centre, exact
+    assert r.method.startswith("lattice") and "weak beamstop" in r.method
+    assert e < 0.2
+
+
 def test_flat_still_without_a_beamstop_is_never_confidently_wrong(still):
     """No beamstop, no background: the spots fix the centre only modulo the
     reflections on the Ewald sphere.  The answer is a centre the lattice

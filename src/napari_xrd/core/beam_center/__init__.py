@@ -143,14 +143,15 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
     """Starts for the spot-based fits, in the order tried: ``(geometry, 1-σ, search radius, where from)`` (pixels).
 
     The beamstop's disc (within 3σ of its alignment and fit) when its fit is
-    surer than its alignment (:func:`_beamstop_firm`; a weaker disc, which
-    may be a stretch of arm or a dark patch, never steers the spots' fits:
-    their answer would be the alias of the lattice nearest it), else a weak radial fit
+    surer than its alignment (:func:`_beamstop_firm`), else a weak radial fit
     (3σ) when surer than a millimetre, else the seed-004 heuristic
     (``SPOT_SEARCH_MM``) and then, where the heuristic's start fails, a loose
     radial fit narrower than the heuristic's reach (such fits can be tens of
-    pixels out on flat frames, so they do not replace the wide search).  The
-    tilt comes from the radial fit where it pinned it to within a degree.
+    pixels out on flat frames, so they do not replace the wide search).  A
+    weaker disc (which may be a stretch of arm or a dark patch) comes last:
+    the lattice's answer from it is the alias nearest it, so it answers with
+    the disc's uncertainty, not its own.  The tilt comes from the radial fit
+    where it pinned it to within a degree.
     """
     g = geometry
     px = geometry.pixel_size
@@ -162,11 +163,18 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
         sigma = _beamstop_sigma(bs, px)
         return [(g.replace(beam_center=tuple(bs["beam_center_px"])), sigma, 3 * sigma + 2, "beamstop")]
     if rad_ok and rad.center_sigma_px < 1.0 / px:
-        return [(at_radial, rad.center_sigma_px, max(3 * rad.center_sigma_px, 5.0), "radial")]
-    starts = [(g.replace(beam_center=tuple(heuristic)), HEURISTIC_SIGMA_FRACTION * max(geometry.shape),
-               SPOT_SEARCH_MM / px, "heuristic")]
-    if rad_ok and 3 * rad.center_sigma_px < SPOT_SEARCH_MM / px:
-        starts.append((at_radial, rad.center_sigma_px, 3 * rad.center_sigma_px, "radial (loose)"))
+        starts = [(at_radial, rad.center_sigma_px, max(3 * rad.center_sigma_px, 5.0), "radial")]
+    else:
+        starts = [(g.replace(beam_center=tuple(heuristic)), HEURISTIC_SIGMA_FRACTION * max(geometry.shape),
+                   SPOT_SEARCH_MM / px, "heuristic")]
+        if rad_ok and 3 * rad.center_sigma_px < SPOT_SEARCH_MM / px:
+            starts.append((at_radial, rad.center_sigma_px, 3 * rad.center_sigma_px, "radial (loose)"))
+    sigma = _beamstop_sigma(bs, px) if bs is not None else math.inf
+    if 3 * sigma + 2 < SPOT_SEARCH_MM / px:
+        # last, a weak disc: the lattice's centre nearest it, if no other
+        # lies within its reach, answers with the disc's uncertainty (exact
+        # where the disc is the beamstop's; no surer than the disc if not)
+        starts.append((g.replace(beam_center=tuple(bs["beam_center_px"])), sigma, 3 * sigma + 2, "beamstop (weak)"))
     return starts
 
 
@@ -623,6 +631,9 @@ def estimate_beam_center(
                                   spots=frame_spots)
             if "lattice" in details:
                 details["lattice"].setdefault("start_sigma_px", start_sigma)
+            if spot is not None and spot_source == "beamstop (weak)":
+                g_s, unc_s, tsig_s, tilt_s, name_s = spot
+                spot = (g_s, max(unc_s, start_sigma), tsig_s, tilt_s, f"{name_s}, nearest a weak beamstop disc")
             if spot is not None:
                 break
         timings["spots_s"] = timings.get("spots_s", 0.0) + time.perf_counter() - t1
