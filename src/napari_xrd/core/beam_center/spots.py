@@ -73,15 +73,26 @@ def spot_centroids(
     has_ring = np.any(np.isfinite(ring_vals), axis=1)
     bg = np.full(len(r0), np.nan)
     if has_ring.any():
-        bg[has_ring] = np.nanmedian(ring_vals[has_ring], axis=1)
+        # the mean of the ring without its outliers (a neighbouring spot): the
+        # median of low Poisson counts lies below their mean (1 for a mean
+        # of 1.5), and the noise of a higher background then passes as spots
+        rv = ring_vals[has_ring]
+        med = np.nanmedian(rv, axis=1)
+        with np.errstate(invalid="ignore"):
+            rv = np.where(rv <= (med + 4.0 * np.sqrt(np.clip(med, 0, None) + 1.0))[:, None], rv, np.nan)
+        bg[has_ring] = np.nanmean(rv, axis=1)
     inner = ~ring
     whole = np.all(vb[:, inner], axis=1) & np.isfinite(bg)
     sig = np.clip(wb - bg[:, None, None], 0, None) * inner[None]
     tot = sig.sum(axis=(1, 2))
     keep = whole & (tot > 0)
     if min_snr > 0:
+        # the test uses the signal without clipping: clipped at 0, the noise
+        # of every pixel adds up to a positive "signal" (on a flat frame most
+        # spots that passed were noise)
+        net = ((wb - bg[:, None, None]) * inner[None]).sum(axis=(1, 2))
         with np.errstate(invalid="ignore"):
-            keep &= tot >= min_snr * np.sqrt((np.clip(bg, 0, None) + 1.0) * inner.sum())
+            keep &= net >= min_snr * np.sqrt((np.clip(bg, 0, None) + 1.0) * inner.sum())
     dy = (ob[None, :, None] * sig).sum(axis=(1, 2))
     dx = (ob[None, None, :] * sig).sum(axis=(1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
