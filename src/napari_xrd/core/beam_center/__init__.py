@@ -205,13 +205,12 @@ def _frame_spots(data, valid, start: DetectorGeometry, details: dict):
 
 
 def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_tilt: bool, details: dict,
-                   cancel=None, lattice: bool = True, pairs: bool = True, tilt_known: bool = True, spots=None,
-                   pair_radius: float | None = None):
+                   cancel=None, lattice: bool = True, pairs: bool = True, tilt_known: bool = True, spots=None):
     """Beam centre and tilt from the spots: Friedel pairs, else the still's lattice.
 
-    ``spots`` are :func:`_frame_spots`' (found here when not given);
-    ``pair_radius`` is how far from the start the pairs' vote looks (default
-    the larger of 3 × ``radius`` and ``FRIEDEL_SEARCH_MM``).
+    ``spots`` are :func:`_frame_spots`' (found here when not given).  The
+    pairs' vote looks the larger of 3 × ``radius`` and ``FRIEDEL_SEARCH_MM``
+    from the start; the lattice, ``radius``.
 
     Returns ``(geometry, uncertainty_px, tilt_sigma_deg, tilt_determined,
     method)`` for an answer within ``SPOTS_MAX_SIGMA_PX``, else None; what
@@ -226,9 +225,8 @@ def _spot_estimate(data, valid, start: DetectorGeometry, radius: float, *, fit_t
     check_cancel(cancel)
     if pairs:
         # the pairs' vote finds the centre from far: a wide search costs little
-        if pair_radius is None:
-            pair_radius = max(3 * radius, FRIEDEL_SEARCH_MM / start.pixel_size)
-        fp = friedel_pair_geometry(spots, start, fit_tilt=fit_tilt, search_radius_px=pair_radius)
+        fp = friedel_pair_geometry(spots, start, fit_tilt=fit_tilt,
+                                   search_radius_px=max(3 * radius, FRIEDEL_SEARCH_MM / start.pixel_size))
         if fp is not None:
             details["friedel_pairs"] = {k: (list(v.beam_center) if k == "geometry" else v) for k, v in fp.items()}
             strong = (
