@@ -115,3 +115,8 @@ def test_real_adsc_frame(capsys):
     # by ~4 px on this CCD (and holding the tilt at 0 by ~2.7 px): the
     # uncertainty reported is the honest one
     assert 0.5 < out["uncertainty_px"] < 3.0
+    # asked for the radial fit alone: the same answer, as sure
+    assert main(["beam-center", str(SAMPLE), "--method", "radial", "--json"]) == 0
+    forced = json.loads(capsys.readouterr().out)
+    assert forced["beam_center_px"] == pytest.approx(out["beam_center_px"], abs=1e-6)
+    assert forced["uncertainty_px"] == pytest.approx(out["uncertainty_px"])

@@ -522,12 +522,14 @@ def estimate_beam_center(
                     rad.tilt_sigma_deg <= RADIAL_MAX_TILT_SIGMA_DEG
                 )
                 unc = max(rad.center_sigma_px, 0.02)
-                if rad.sharp and method == "auto":
+                if rad.sharp:
                     # the sharp-ring pass's σ comes from ring gradients that
                     # grains (spotty ice) make jagged: where leaving a
                     # quadrant out moves the coarse fit far, it claims too
                     # much (1.85 px off at σ 0.06 px on a development frame
-                    # whose coarse centres spread by 1.7 px)
+                    # whose coarse centres spread by 1.7 px).  (Whether the
+                    # answer is radial because "auto" chose it or because it
+                    # was asked for, it is as sure.)
                     unc = max(unc, 0.5 * rad.quadrant_spread_px)
                 best = (rad.geometry, unc, rad.tilt_sigma_deg, tilt_ok,
                         "radial" if tilt_ok else "radial (tilt not determined)")
