@@ -5,7 +5,7 @@ import pytest
 
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.spots import ICE_RING_D, contaminated_ice_shells, find_spots
-from napari_xrd.core.spots.ice import flag_ice_ring_spots, in_shells
+from napari_xrd.core.spots.ice import flag_ice_ring_spots, ice_grain_probability, in_shells
 
 
 def _bragg_d(rng, n, s_max=0.6):
@@ -74,13 +74,48 @@ def test_flag_modes():
     assert auto[400:].mean() > 0.9 and auto[:400].mean() < 0.1  # most Bragg spots stay
     assert np.array_equal(flag_ice_ring_spots(d, mode="keep"), auto)
     fixed = flag_ice_ring_spots(d, mode="filter")
-    # a frame with spotty ice on one line: the other lines' fixed DIALS rings go as well
-    assert np.all(auto[fixed]) and fixed[:400].any()
+    # a frame with spotty ice on one line: Bragg spots on the other, grain-free lines stay
+    # (the fixed DIALS rings would drop them)
+    other_lines = fixed & (np.abs(1.0 / d - 1.0 / ICE_RING_D[0]) > 0.012)
+    assert other_lines.sum() >= 3 and not auto[other_lines].any()
     # a frame without ice: auto spares the Bragg spots on the ice lines that the fixed filter drops
     clean = d[:400]
     assert not flag_ice_ring_spots(clean, mode="auto").any() and flag_ice_ring_spots(clean, mode="filter").any()
     with pytest.raises(ValueError, match="ice_rings"):
         flag_ice_ring_spots(d, mode="off")
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grain_probability_is_calibrated_on_lines_of_every_strength(seed):
+    # grains on ten lines, from 150 down to 4 per line, spread 0.002 Å⁻¹ about them, among 1500 Bragg spots
+    rng = np.random.default_rng(seed)
+    bragg = _bragg_d(rng, 1500)
+    per_line = [150, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4]
+    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, 0.002, n)) for d, n in zip(ICE_RING_D, per_line)])
+    d = np.concatenate([bragg, grains])
+    is_grain = np.r_[np.zeros(bragg.size, bool), np.ones(grains.size, bool)]
+    p, spread = ice_grain_probability(d)
+    assert 0.0015 < spread < 0.0027
+    assert np.all((p >= 0) & (p <= 1))
+    # the probabilities mean what they say
+    assert is_grain[p < 0.3].mean() < 0.2
+    assert 0.25 < is_grain[(p >= 0.3) & (p <= 0.7)].mean() < 0.75
+    assert is_grain[p > 0.7].mean() > 0.75
+    # the flags: most grains, few Bragg spots (whole shells took 8-11 % of them on these seeds)
+    flags = flag_ice_ring_spots(d, mode="auto")
+    assert np.array_equal(flags, p > 0.5)
+    assert flags[is_grain].mean() > 0.7 and flags[~is_grain].mean() < 0.07
+    # spots far from every line are never grains
+    s = 1.0 / d
+    far = np.abs(s[:, None] - 1.0 / np.asarray(ICE_RING_D)[None, :]).min(axis=1) > 0.012
+    assert far.sum() > 500 and np.all(p[far] == 0)
+
+
+def test_grain_probability_of_unusable_input():
+    p, spread = ice_grain_probability([np.nan, -1.0, 0.0])
+    assert np.array_equal(p, np.zeros(3)) and np.isnan(spread)
+    p, _ = ice_grain_probability([])
+    assert p.shape == (0,)
 
 
 def _spotty_ice_frame(seed=0):

@@ -33,8 +33,8 @@ def add_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the U-Net (default: one per core; 1 is steadier on a busy machine)")
     p.add_argument("--ice-rings", choices=["auto", "filter", "keep"], default="auto",
-                   help="spots on hexagonal-ice rings (needs the geometry): auto = drop those in ice shells that "
-                   "are crowded with spots on this frame (spotty ice), leave clean shells alone (default); "
+                   help="spots on hexagonal-ice rings (needs the geometry): auto = on a frame with spotty ice, drop the "
+                   "spots more likely ice grains than Bragg spots; nothing on other frames (default); "
                    "filter = drop spots on every ice ring (DIALS filter.ice_rings); keep = drop none, flag them "
                    "(JSON ice_ring)")
     p.add_argument("--filter-ice-rings", dest="ice_rings", action="store_const", const="filter",

@@ -95,8 +95,8 @@ class SpotsWidget(Container):
                                "is off); on: always; off: never")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
         self._ice = ComboBox(label="ice rings", choices=["auto", "filter", "keep"], value="auto",
-                             tooltip="needs the detector geometry. auto: drop spots in ice shells crowded with "
-                             "spots on this frame (spotty ice); filter: drop spots on every ice ring (DIALS "
+                             tooltip="needs the detector geometry. auto: on a frame with spotty ice, drop the spots "
+                             "more likely ice grains than Bragg spots; filter: drop spots on every ice ring (DIALS "
                              "filter.ice_rings); keep: drop none, flag them (feature ice_ring)")
         self._shadow = ComboBox(label="beamstop shadow", choices=["auto", "keep"], value="auto",
                                 tooltip="auto: drop spots in the beamstop's shadow, found on the frame near the beam "

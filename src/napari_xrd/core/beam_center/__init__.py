@@ -179,12 +179,12 @@ def _spot_starts(geometry: DetectorGeometry, rad, bs, heuristic) -> list[tuple[D
 
 
 def _frame_spots(data, valid, start: DetectorGeometry, details: dict):
-    """The brightest spots (at most ``MAX_SPOTS``) after those on crowded ice shells are dropped; (n, 2) ``(fast, slow)``.
+    """The brightest spots (at most ``MAX_SPOTS``) after likely ice grains are dropped; (n, 2) ``(fast, slow)``.
 
     Spotty ice rings: their grains are spots on no lattice and, on a frame
-    with much ice, most of the spots; the shells this frame's spots crowd
-    (core.spots.ice, as the spot finder's ice_rings="auto") are dropped, and
-    where they were many, the Bragg spots are looked for deeper.
+    with much ice, most of the spots; the likely grains (core.spots.ice, as
+    the spot finder's ice_rings="auto") are dropped, and where they were
+    many, the Bragg spots are looked for deeper.
     """
     from napari_xrd.core.beam_center.spots import find_spot_centroids
     from napari_xrd.core.spots.ice import flag_ice_ring_spots

@@ -7,8 +7,8 @@
 
 Both methods give the same :class:`SpotResult`: a label image (one label per
 spot, masked pixels never labelled) and a :class:`~.table.SpotTable`.  With a
-geometry, spots in ice-ring shells that are crowded with spots on the frame
-(spotty ice) are dropped by default, or flagged (``ice_rings="keep"``); see
+geometry, on a frame with spotty ice the spots more likely ice grains than
+Bragg spots are dropped by default, or flagged (``ice_rings="keep"``); see
 :mod:`napari_xrd.core.spots.ice`.
 """
 
@@ -154,10 +154,12 @@ def find_spots(
         CPU threads of the U-Net's forward pass (default: torch's setting).
     ice_rings : {"auto", "filter", "keep"}
         Spots on ice rings (needs ``geometry``; without it nothing is
-        flagged or dropped, except that "filter" raises).  "auto": drop the
-        spots in the ice-ring shells that are crowded with spots on this
-        frame (:func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`;
-        spotty ice rings), leave clean shells alone.  "filter": drop spots on
+        flagged or dropped, except that "filter" raises).  "auto": on a
+        frame whose spots crowd an ice line (spotty ice;
+        :func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`), drop
+        the spots more likely ice grains than Bragg spots
+        (:func:`~napari_xrd.core.spots.ice.ice_grain_probability`); on
+        other frames none.  "filter": drop spots on
         every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
         filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
         spots that "auto" would drop.  Ice grains in spotty rings are sharp

@@ -1,18 +1,20 @@
-"""Ice rings in a spot list: fixed DIALS-style shells, or the shells that are contaminated on this frame.
+"""Ice rings in a spot list: fixed DIALS-style shells, or the ice grains of this frame.
 
 Ice crystallites in a cryo-cooled sample scatter into the powder lines of
 hexagonal ice.  A smooth ice ring is a background feature; a *spotty* one
 (few, large grains) is a string of sharp spots that no finder can tell from
 Bragg spots by their look alone.  ``dials.find_spots`` drops every spot on
 any ice ring (``filter.ice_rings.filter=True``, a fixed width in ``1/d²``),
-which costs Bragg spots on frames without ice.  :func:`contaminated_ice_shells`
-instead asks the spot list of *this* frame which ice lines carry far more
-spots than the resolution around them, and how wide each contaminated shell
-is; clean ice lines are left alone.
+which costs Bragg spots on frames without ice.  Here the spot list of *this*
+frame decides: :func:`contaminated_ice_shells` asks which ice lines carry far
+more spots than the resolution around them (a frame without such a line has
+no spotty ice), and :func:`ice_grain_probability` gives each spot the chance
+that it is a grain rather than a Bragg spot, from how far it lies from its
+line and how crowded each line is.
 
 Resolutions are handled as ``s = 1/d`` (Å⁻¹).  Bragg spots of one frame have
 a slowly varying density in ``s`` per detector pixel; ice grains pile up
-within a few ring widths of the lines.
+about the lines, spread by the rings' width.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ __all__ = [
     "ICE_RING_MODES",
     "ice_ring_spots",
     "contaminated_ice_shells",
+    "ice_grain_probability",
     "in_shells",
     "flag_ice_ring_spots",
 ]
@@ -97,6 +100,31 @@ def _pixel_exposure(edges, geometry, pixel_mask, stride: int = 4):
     return np.histogram(s[np.isfinite(s)], edges)[0].astype(float)
 
 
+def _line_histogram(s, lines, geometry, pixel_mask, *, step, max_half_width, reference_half_width):
+    """Spots and valid pixels per ``s`` bin about the ice lines, and each line's Bragg-spot density.
+
+    Returns the bin centres, the exposure (valid pixels, or 1 inside the
+    spots' own ``s`` range without a geometry) and spot count of each bin,
+    and per line the spots per unit exposure in its reference band (within
+    ``reference_half_width``, leaving out ``max_half_width`` about every
+    line; NaN where the band has no exposure).
+    """
+    lo = lines[0] - reference_half_width - step
+    edges = np.arange(lo, lines[-1] + reference_half_width + 2 * step, step)
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    exposure = _pixel_exposure(edges, geometry, pixel_mask)
+    if exposure is None:  # uniform in s over the range the spots cover
+        exposure = ((centres >= s.min()) & (centres <= s.max())).astype(float)
+    counts = np.histogram(s, edges)[0].astype(float)
+    near_ice = np.abs(centres[:, None] - lines[None, :]).min(axis=1) < max_half_width
+    rho = np.full(len(lines), np.nan)
+    for k, sk in enumerate(lines):
+        ref = (np.abs(centres - sk) < reference_half_width) & ~near_ice
+        if exposure[ref].sum() > 0:
+            rho[k] = counts[ref].sum() / exposure[ref].sum()
+    return centres, exposure, counts, rho
+
+
 def contaminated_ice_shells(
     d_spacing,
     *,
@@ -156,23 +184,17 @@ def contaminated_ice_shells(
     if s.size < min_count:
         return np.zeros((0, 2))
     step = core_half_width / 6.0
-    lo = lines[0] - reference_half_width - step
-    edges = np.arange(lo, lines[-1] + reference_half_width + 2 * step, step)
-    centres = 0.5 * (edges[1:] + edges[:-1])
-    exposure = _pixel_exposure(edges, geometry, pixel_mask)
-    if exposure is None:  # uniform in s over the range the spots cover
-        exposure = ((centres >= s.min()) & (centres <= s.max())).astype(float)
-    counts = np.histogram(s, edges)[0].astype(float)
+    centres, exposure, counts, rho_lines = _line_histogram(
+        s, lines, geometry, pixel_mask, step=step, max_half_width=max_half_width,
+        reference_half_width=reference_half_width)
     dist = np.abs(centres[:, None] - lines[None, :])
-    near_ice = dist.min(axis=1) < max_half_width
     nearest_line = dist.argmin(axis=1)
     shells = []
     for k, sk in enumerate(lines):
         off = np.abs(centres - sk)
-        ref = (off < reference_half_width) & ~near_ice
-        if exposure[ref].sum() <= 0:
+        rho = rho_lines[k]  # spots per unit exposure
+        if not np.isfinite(rho):
             continue
-        rho = counts[ref].sum() / exposure[ref].sum()  # spots per unit exposure
         core = off < core_half_width
         n_core, expected = counts[core].sum(), rho * exposure[core].sum()
         significant = n_core > expected + min_sigma * np.sqrt(expected + 1)
@@ -191,6 +213,124 @@ def contaminated_ice_shells(
     return np.asarray(shells, dtype=float).reshape(-1, 2)
 
 
+#: Gaussian widths (σ in ``s``, Å⁻¹) that :func:`ice_grain_probability` tries for the grains' spread about a line.
+GRAIN_SPREADS = tuple(np.geomspace(2e-4, 6e-3, 25))
+
+
+def ice_grain_probability(
+    d_spacing,
+    *,
+    geometry=None,
+    pixel_mask=None,
+    ice_d=ICE_RING_D,
+    max_half_width: float = 0.012,
+    reference_half_width: float = 0.06,
+    step: float = 0.0005,
+    spreads=GRAIN_SPREADS,
+):
+    """The probability that each spot is an ice grain rather than a Bragg spot, from its resolution.
+
+    Near each ice line ``s_k = 1/d_k`` the spots are a mixture of two
+    populations.  Bragg spots have the density ``rho_k`` per unit exposure
+    (valid pixels) that they have in the reference band about the line;
+    grains pile up on the line, ``a_k`` of them per unit exposure spread as
+    a Gaussian of width ``σ`` in ``s`` (the powder rings' width and the
+    centroids' error; one ``σ`` for all lines, ``a_k >= 0`` for each).  The
+    counts of spots in ``step``-wide bins within ``max_half_width`` of the
+    lines are Poisson with the sum of both; ``σ`` (from ``spreads``) and the
+    ``a_k`` are their maximum-likelihood values.  A spot at ``s`` then is a
+    grain with probability ``g / (g + rho_k)``, where
+    ``g = a_k · step · N(s - s_k; σ)`` is the grains' density there.  A line
+    without an excess of spots gets ``a_k = 0``: its spots stay Bragg spots.
+
+    The model assumes grains, if any: ask :func:`contaminated_ice_shells`
+    whether a frame has them first (``flag_ice_ring_spots`` does).  On a
+    frame without, a chance cluster of Bragg spots at a line would be read
+    as a few grains.
+
+    Parameters
+    ----------
+    d_spacing : (n,) array_like
+        Resolutions (Å) of the spots found on one frame (NaN: probability 0).
+    geometry : DetectorGeometry, optional
+        Gives the number of valid pixels per resolution bin; without it the
+        exposure is uniform in ``s`` over the spots' range.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        0 = good pixel (used with ``geometry``).
+    ice_d : sequence of float
+        Ice-line d-spacings, Å.
+    max_half_width, reference_half_width, step : float
+        Half width of the window about each line that holds its grains, of
+        the band that gives the Bragg density, and the bin width; ``s``, Å⁻¹.
+    spreads : sequence of float
+        Candidate values of ``σ``, Å⁻¹.
+
+    Returns
+    -------
+    probability : (n,) float ndarray
+        In [0, 1]; 0 for spots farther than ``max_half_width`` from every line.
+    spread : float
+        The fitted ``σ`` (Å⁻¹); NaN where no line has spots to fit.
+    """
+    s_all = _s(d_spacing)
+    ok = np.isfinite(s_all) & (s_all > 0)
+    prob = np.zeros(s_all.shape)
+    lines = np.sort(1.0 / np.asarray(ice_d, dtype=float))
+    if not ok.any():
+        return prob, float("nan")
+    s = s_all[ok]
+    centres, exposure, counts, rho = _line_histogram(
+        s, lines, geometry, pixel_mask, step=step, max_half_width=max_half_width,
+        reference_half_width=reference_half_width)
+    rho = np.nan_to_num(rho, nan=0.0)
+    # each line's window as a (line, offset) grid of bins; bins nearer another line are left out
+    half = int(np.ceil(max_half_width / step))
+    first = np.searchsorted(centres, lines)
+    idx = np.clip(first[:, None] + np.arange(-half - 1, half + 2)[None, :], 0, len(centres) - 1)
+    offset = centres[idx] - lines[:, None]
+    nearest = np.abs(centres[idx][..., None] - lines[None, None, :]).argmin(axis=-1)
+    inside = (np.abs(offset) < max_half_width) & (nearest == np.arange(len(lines))[:, None]) & (exposure[idx] > 0)
+    n, e = np.where(inside, counts[idx], 0.0), np.where(inside, exposure[idx], 0.0)
+    if n.sum() == 0:
+        return prob, float("nan")
+    sig = np.asarray(spreads, dtype=float)[:, None, None]
+    g = e * step * np.exp(-0.5 * (offset / sig) ** 2) / (sig * np.sqrt(2.0 * np.pi))  # (spread, line, bin)
+    b = e * rho[:, None] + 1e-12
+    amp = _poisson_amplitude(n, b, g)  # (spread, line)
+    lam = b + amp[..., None] * g
+    loglik = np.sum(np.where(inside, n * np.log(lam) - lam, 0.0), axis=(1, 2))
+    best = int(np.argmax(loglik))
+    sigma, a = float(sig[best, 0, 0]), amp[best]
+    off = s[:, None] - lines[None, :]
+    k = np.abs(off).argmin(axis=1)
+    o = off[np.arange(len(s)), k]
+    grains = a[k] * step * np.exp(-0.5 * (o / sigma) ** 2) / (sigma * np.sqrt(2.0 * np.pi))
+    p = grains / (grains + rho[k] + 1e-300)
+    prob[np.flatnonzero(ok)] = np.where(np.abs(o) < max_half_width, p, 0.0)
+    return prob, sigma
+
+
+def _poisson_amplitude(n, b, g, iterations: int = 60):
+    """Maximum-likelihood ``a >= 0`` of ``n ~ Poisson(b + a g)`` summed over the last axis (bisection).
+
+    The log-likelihood is concave in ``a``; where its slope at 0 is not
+    positive, ``a = 0``.
+    """
+    g_sum = g.sum(axis=-1)
+
+    def slope(a):
+        return np.sum(n * g / (b + a[..., None] * g), axis=-1) - g_sum
+
+    lo = np.zeros(g_sum.shape)
+    hi = np.maximum(n.sum(axis=-1) / np.maximum(g_sum, 1e-300), 1.0)  # the slope is negative here
+    rising = slope(lo) > 0
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        up = slope(mid) > 0
+        lo, hi = np.where(up, mid, lo), np.where(up, hi, mid)
+    return np.where(rising, 0.5 * (lo + hi), 0.0)
+
+
 def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002):
     """Which spots lie on ice rings, by the rule of ``find_spots(ice_rings=mode)``.
 
@@ -200,12 +340,14 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         Spot resolutions, Å (from any finder).
     mode : {"auto", "filter", "keep"}
         "filter": every ice ring, fixed ``width`` in ``1/d²`` (Å⁻²);
-        "auto" and "keep": the shells :func:`contaminated_ice_shells` finds,
-        and, on a frame where it finds one, the fixed-``width`` rings of the
-        other ice lines as well: crystallites that crowd one line are on the
-        others too, in numbers too small to be counted out.
+        "auto" and "keep": on a frame where :func:`contaminated_ice_shells`
+        finds a line crowded with spots (spotty ice), the spots that are
+        more likely grains than Bragg spots
+        (:func:`ice_grain_probability` above 0.5), on every line; on other
+        frames none.
     geometry, pixel_mask : optional
-        Passed to :func:`contaminated_ice_shells`.
+        Passed to :func:`contaminated_ice_shells` and
+        :func:`ice_grain_probability`.
 
     Returns
     -------
@@ -215,8 +357,8 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         raise ValueError(f"unknown ice_rings {mode!r}; use one of {', '.join(ICE_RING_MODES)}")
     if mode == "filter":
         return ice_ring_spots(d_spacing, width=width)
-    shells = contaminated_ice_shells(d_spacing, geometry=geometry, pixel_mask=pixel_mask)
-    on_ice = in_shells(d_spacing, shells)
-    if len(shells):
-        on_ice |= ice_ring_spots(d_spacing, width=width)
-    return on_ice
+    d = np.asarray(d_spacing, dtype=float).ravel()
+    if not len(contaminated_ice_shells(d, geometry=geometry, pixel_mask=pixel_mask)):
+        return np.zeros(d.shape, dtype=bool)
+    probability, _ = ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)
+    return probability > 0.5

@@ -19,8 +19,8 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
     Resolution (Å) at the centroid, NaN without a geometry.
 ``ice_ring``
     (added by :func:`~napari_xrd.core.spots.find_spots`) True where the spot
-    lies in an ice-ring shell: one found contaminated on this frame
-    (``ice_rings="auto"`` or ``"keep"``), or any ice shell (``"filter"``).
+    is more likely an ice grain than a Bragg spot on a frame with spotty ice
+    (``ice_rings="auto"`` or ``"keep"``), or lies on any ice ring (``"filter"``).
 ``beamstop_shadow``
     (added by ``find_spots``) True where the centroid lies in the beamstop's
     shadow (kept with ``beamstop_shadow="keep"`` only).
