@@ -87,3 +87,50 @@ def test_train_spots_cli_writes_checkpoint_and_model(tmp_path, capsys):
     assert main(args3[:args3.index("--channels") + 1] + ["4,8,16"] + args3[args3.index("--channels") + 2:]
                 + ["--init", str(tmp_path / "run" / "spots-cli-test.json")]) == 1
     assert "architecture" in capsys.readouterr().err
+
+
+def _nexus_with_wrong_header(tmp_path):
+    """A frame with water and ice rings whose header's beam centre is 25 px off the true one."""
+    from napari_xrd.core.geometry import DetectorGeometry
+    from napari_xrd.core.io.nexus import write_nexus
+    from napari_xrd.core.training.beam_center import render_frame
+
+    true = DetectorGeometry((400, 420), 0.5, 200.0, (207.3, 196.6), 1.0)
+    frame, _ = render_frame(true, water=0.5, ice=3.0, n_spots=40, gaps=False, counts=300, seed=3)
+    header = true.replace(beam_center=(true.beam_center[0] + 20.0, true.beam_center[1] - 15.0))
+    path = tmp_path / "run_master.h5"
+    write_nexus(path, frame[None].astype(np.uint32), header, compression=None)
+    return path, true
+
+
+def _d_error(spots, geometry):
+    """Median relative error of the spots' reported d against ``geometry``'s."""
+    xy = np.array([(s["x"], s["y"]) for s in spots])
+    d = np.array([s["d"] for s in spots])
+    return float(np.median(np.abs(d / np.atleast_1d(geometry.resolution_at(xy[:, 0], xy[:, 1])) - 1)))
+
+
+def test_spots_beam_center_estimate_or_given_corrects_a_wrong_header(tmp_path, capsys):
+    path, true = _nexus_with_wrong_header(tmp_path)
+    base = ["spots", str(path), "--json", "--ice-rings", "keep"]
+    assert main(base) == 0
+    header_spots = json.loads(capsys.readouterr().out)
+    assert len(header_spots) >= 20
+    assert _d_error(header_spots, true) > 0.01  # 25 px off: resolutions a few per cent wrong
+    assert main(base + ["--beam-center", "estimate"]) == 0
+    captured = capsys.readouterr()
+    estimated = json.loads(captured.out)
+    assert "estimated on frame 0" in captured.err
+    assert len(estimated) == len(header_spots)
+    assert _d_error(estimated, true) < 0.002
+    f, s = true.beam_center
+    assert main(base + ["--beam-center", f"{f},{s}"]) == 0
+    given = json.loads(capsys.readouterr().out)
+    assert _d_error(given, true) < 1e-6
+    # errors name the problem
+    assert main(base + ["--beam-center", "middle"]) == 1
+    assert "FAST,SLOW" in capsys.readouterr().err
+    npy = tmp_path / "frame.npy"
+    np.save(npy, _image())
+    assert main(["spots", str(npy), "--beam-center", "estimate"]) == 1
+    assert "needs the detector geometry" in capsys.readouterr().err

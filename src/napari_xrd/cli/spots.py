@@ -49,12 +49,63 @@ def add_parser(sub) -> None:
                    help="U-Net: make the water and ice rings' profile in 2θ part of the input's background, so that "
                    "weak spots on narrow rings are seen (needs the geometry, beam centre good to a pixel or so): "
                    "auto = where a cross-check of the beam centre passes (default); on; off")
+    p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
+                   help="beam centre for resolutions, ice rings and the ring background: header = the file's "
+                   "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "
+                   "FAST,SLOW = these pixels (DIALS corner convention)")
     p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -> list[dict]:
+def parse_beam_center(text: str):
+    """``"header"``, ``"estimate"`` or ``"FAST,SLOW"`` (pixels) as given to ``--beam-center``."""
+    if text in ("header", "estimate"):
+        return text
+    try:
+        fast, slow = (float(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"--beam-center {text!r}: use header, estimate or FAST,SLOW in pixels") from None
+    return fast, slow
+
+
+def spot_geometry(img, beam_center="header", *, frame: int = 0):
+    """The geometry spots are measured in: the file's, or with another beam centre.
+
+    Parameters
+    ----------
+    img : core.io image
+        As :func:`napari_xrd.core.io.open_image` returns it.
+    beam_center : "header", "estimate" or (fast, slow)
+        "estimate": :func:`~napari_xrd.core.beam_center.estimate_beam_center`
+        on ``frame`` (its centre and tilt); ``(fast, slow)``: pixels, DIALS
+        corner convention.
+
+    Returns
+    -------
+    geometry : DetectorGeometry or None
+    estimate : BeamCenterResult or None
+        The estimate, where one was made.
+    """
+    if beam_center in (None, "header"):
+        return img.geometry, None
+    if img.geometry is None:
+        raise ValueError(f"{img.path}: --beam-center {beam_center if isinstance(beam_center, str) else 'FAST,SLOW'} "
+                         "needs the detector geometry (distance, wavelength, pixel size), which this file does not "
+                         "carry")
+    if beam_center == "estimate":
+        import numpy as np
+
+        from napari_xrd.core.beam_center import estimate_beam_center
+
+        result = estimate_beam_center(np.asarray(img.frame(frame)), geometry=img.geometry, pixel_mask=img.pixel_mask)
+        return result.geometry, result
+    fast, slow = beam_center
+    return img.geometry.replace(beam_center=(float(fast), float(slow))), None
+
+
+def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center="header", geometry=None,
+                  **options) -> list[dict]:
     """Spots of frames of an image file, as JSON-ready dicts.
 
     Parameters
@@ -62,6 +113,11 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
     path : str or Path
     frames : sequence of int, optional
         Frame indices (default: frame 0).
+    beam_center : "header", "estimate" or (fast, slow)
+        See :func:`spot_geometry`; an estimate is made on the first of
+        ``frames`` and used for all.
+    geometry : DetectorGeometry, optional
+        Measure in this geometry instead (``beam_center`` is then ignored).
     **options
         Passed to :func:`napari_xrd.core.spots.find_spots`.
 
@@ -70,7 +126,7 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
     list of dict
         One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
         ``background``, ``size``, ``peak``, ``d`` (None without geometry),
-        ``ice_ring`` (in an ice-ring shell; see ``find_spots(ice_rings=...)``),
+        ``ice_ring`` (likely an ice grain, or on an ice ring; see ``find_spots(ice_rings=...)``),
         ``beamstop_shadow`` (in the beamstop's shadow), ``snr`` (integrated
         signal-to-noise ratio over the local background).
     """
@@ -80,9 +136,11 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, **options) -
 
     img = open_image(path)
     frames = [0] if frames is None else list(frames)
+    if geometry is None:
+        geometry, _ = spot_geometry(img, beam_center, frame=frames[0])
     out = []
     for k, f in enumerate(frames):
-        res = find_spots(img.frame(f), geometry=img.geometry, pixel_mask=img.pixel_mask, cancel=cancel, **options)
+        res = find_spots(img.frame(f), geometry=geometry, pixel_mask=img.pixel_mask, cancel=cancel, **options)
         for row in res.table.rows():
             out.append({"frame": int(f), **row})
         report(progress, k + 1, len(frames), f"frame {f}: {res.table.n_spots} spots")
@@ -119,6 +177,15 @@ def run(args) -> int:
         min_spot_snr=args.min_spot_snr,
         ring_background=args.ring_background,
     )
+    beam_center = parse_beam_center(args.beam_center)
+    if beam_center != "header":  # resolved once here, reported, and passed on as pixels
+        geometry, estimate = spot_geometry(open_image(args.file), beam_center, frame=frames[0])
+        f, s = geometry.beam_center
+        how = (f"estimated on frame {frames[0]} ({estimate.method}, ± {estimate.uncertainty_px:.2f} px, "
+               f"tilt {estimate.tilt_deg:.2f}°)" if estimate is not None else "given")
+        if not args.quiet:
+            print(f"{args.file}: beam centre {f:.2f}, {s:.2f} px, {how}", file=sys.stderr)
+        options["geometry"] = geometry
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)
     if args.json:
