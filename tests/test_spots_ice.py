@@ -142,6 +142,10 @@ def test_find_spots_auto_drops_spotty_ring_keeps_bragg_spots():
     auto = find_spots(img, geometry=geom, ice_rings="auto")
     assert keep.table.n_spots == 52
     assert keep.table["ice_ring"].sum() == 40
+    # each spot's chance of being a grain: high on the ring, 0 off every line
+    p = keep.table["ice_probability"]
+    assert np.all(p[keep.table["ice_ring"]] > 0.5) and np.all(p[~keep.table["ice_ring"]] == 0)
+    assert keep.table.rows()[0]["ice_probability"] == pytest.approx(float(p[0]))
     assert auto.table.n_spots == 12 and not auto.table["ice_ring"].any()
     assert np.all(np.abs(auto.table["d"] - ICE_RING_D[0]) > 0.3)
     assert auto.labels.max() == 12
@@ -149,3 +153,4 @@ def test_find_spots_auto_drops_spotty_ring_keeps_bragg_spots():
     assert keep.table.rows()[0]["ice_ring"] in (True, False)
     # without geometry nothing can be flagged
     assert not find_spots(img, ice_rings="auto").table["ice_ring"].any()
+    assert not find_spots(img, ice_rings="auto").table["ice_probability"].any()

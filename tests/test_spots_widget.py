@@ -137,6 +137,8 @@ def test_widget_flags_spotty_ice_ring_spots(make_napari_viewer, qtbot):
     pts = viewer.layers["ice spot centres"]
     ice = np.asarray(pts.features["ice_ring"], bool)
     assert len(pts.data) == 52 and ice.sum() == 40 and "40 on ice rings" in w._count.value
+    p_ice = np.asarray(pts.features["ice_probability"], float)
+    assert np.all(p_ice[ice] > 0.5) and np.all(p_ice[~ice] < 0.5)
     np.testing.assert_allclose(pts.border_color[ice][:, :3], [[0, 1, 1]] * 40)
     np.testing.assert_allclose(pts.border_color[~ice][:, :3], [[1, 1, 0]] * 12)
     # "auto" drops them

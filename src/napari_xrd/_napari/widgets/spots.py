@@ -5,7 +5,8 @@ progress and one result per frame); results reach the layers only through
 the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
-one Points layer (centroids with features intensity, d, size, snr, ice_ring, beamstop_shadow, frame).
+one Points layer (centroids with features intensity, d, size, snr,
+ice_ring, ice_probability, beamstop_shadow, frame).
 """
 
 from __future__ import annotations
@@ -252,7 +253,8 @@ class SpotsWidget(Container):
             labels.refresh()
         self._tables[(layer.name, f)] = table
         coords = []
-        feats = {k: [] for k in ("intensity", "d", "size", "snr", "ice_ring", "beamstop_shadow", "frame")}
+        feats = {k: [] for k in ("intensity", "d", "size", "snr", "ice_ring", "ice_probability", "beamstop_shadow",
+                                 "frame")}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -264,6 +266,7 @@ class SpotsWidget(Container):
             feats["d"].append(t["d"])
             feats["size"].append(t["size"])
             feats["snr"].append(np.asarray(t.get("snr", np.full(len(t), np.nan)), float))
+            feats["ice_probability"].append(np.asarray(t.get("ice_probability", np.zeros(len(t))), float))
             for flag in ("ice_ring", "beamstop_shadow"):
                 feats[flag].append(np.asarray(t.get(flag, np.zeros(len(t), bool)), bool))
             feats["frame"].append(np.full(len(t), fr))

@@ -25,6 +25,7 @@ from napari_xrd.core.spots.ice import (
     contaminated_ice_shells,
     flag_ice_ring_spots,
     ice_ring_spots,
+    spotty_ice_probability,
 )
 from napari_xrd.core.spots.significance import spot_significance
 from napari_xrd.core.spots.table import SpotTable, spot_table
@@ -39,6 +40,7 @@ __all__ = [
     "ice_ring_spots",
     "contaminated_ice_shells",
     "flag_ice_ring_spots",
+    "spotty_ice_probability",
     "METHODS",
     "ICE_RING_D",
     "ICE_RING_MODES",
@@ -249,12 +251,15 @@ def find_spots(
     if min_snr is not None and min_snr > 0:
         labels, table = _keep_spots(labels, table, ~(table["snr"] < min_snr))  # NaN (unmeasurable) is kept
     if geometry is None:
-        on_ice = np.zeros(len(table), dtype=bool)
+        on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
     else:
-        on_ice = flag_ice_ring_spots(
-            table["d"], mode=ice_rings, geometry=geometry, pixel_mask=pixel_mask, width=ice_ring_width
-        )
+        p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask)
+        if ice_rings == "filter":
+            on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
+        else:
+            on_ice = p_ice > 0.5
     table["ice_ring"] = on_ice
+    table["ice_probability"] = p_ice
     in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry)
     table["beamstop_shadow"] = in_shadow
     drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)

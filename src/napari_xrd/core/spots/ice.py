@@ -29,6 +29,7 @@ __all__ = [
     "ice_ring_spots",
     "contaminated_ice_shells",
     "ice_grain_probability",
+    "spotty_ice_probability",
     "in_shells",
     "flag_ice_ring_spots",
 ]
@@ -331,6 +332,30 @@ def _poisson_amplitude(n, b, g, iterations: int = 60):
     return np.where(rising, 0.5 * (lo + hi), 0.0)
 
 
+def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None) -> np.ndarray:
+    """Each spot's probability of being an ice grain, on a frame with spotty ice; 0 on other frames.
+
+    A frame has spotty ice where :func:`contaminated_ice_shells` finds a
+    line crowded with spots; the probabilities are then those of
+    :func:`ice_grain_probability`.
+
+    Parameters
+    ----------
+    d_spacing : (n,) array_like
+        Spot resolutions, Å.
+    geometry, pixel_mask : optional
+        Valid pixels per resolution bin (see :func:`contaminated_ice_shells`).
+
+    Returns
+    -------
+    probability : (n,) float ndarray
+    """
+    d = np.asarray(d_spacing, dtype=float).ravel()
+    if not len(contaminated_ice_shells(d, geometry=geometry, pixel_mask=pixel_mask)):
+        return np.zeros(d.shape)
+    return ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)[0]
+
+
 def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002):
     """Which spots lie on ice rings, by the rule of ``find_spots(ice_rings=mode)``.
 
@@ -340,11 +365,9 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         Spot resolutions, Å (from any finder).
     mode : {"auto", "filter", "keep"}
         "filter": every ice ring, fixed ``width`` in ``1/d²`` (Å⁻²);
-        "auto" and "keep": on a frame where :func:`contaminated_ice_shells`
-        finds a line crowded with spots (spotty ice), the spots that are
-        more likely grains than Bragg spots
-        (:func:`ice_grain_probability` above 0.5), on every line; on other
-        frames none.
+        "auto" and "keep": the spots more likely ice grains than Bragg
+        spots (:func:`spotty_ice_probability` above 0.5): on a frame with
+        spotty ice, on every line; on other frames none.
     geometry, pixel_mask : optional
         Passed to :func:`contaminated_ice_shells` and
         :func:`ice_grain_probability`.
@@ -357,8 +380,4 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         raise ValueError(f"unknown ice_rings {mode!r}; use one of {', '.join(ICE_RING_MODES)}")
     if mode == "filter":
         return ice_ring_spots(d_spacing, width=width)
-    d = np.asarray(d_spacing, dtype=float).ravel()
-    if not len(contaminated_ice_shells(d, geometry=geometry, pixel_mask=pixel_mask)):
-        return np.zeros(d.shape, dtype=bool)
-    probability, _ = ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)
-    return probability > 0.5
+    return spotty_ice_probability(d_spacing, geometry=geometry, pixel_mask=pixel_mask) > 0.5

@@ -21,6 +21,11 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
     (added by :func:`~napari_xrd.core.spots.find_spots`) True where the spot
     is more likely an ice grain than a Bragg spot on a frame with spotty ice
     (``ice_rings="auto"`` or ``"keep"``), or lies on any ice ring (``"filter"``).
+``ice_probability``
+    (added by ``find_spots`` with a geometry) The probability that the spot
+    is an ice grain rather than a Bragg spot, from its resolution; 0 on a
+    frame without spotty ice
+    (:func:`~napari_xrd.core.spots.ice.spotty_ice_probability`).
 ``beamstop_shadow``
     (added by ``find_spots``) True where the centroid lies in the beamstop's
     shadow (kept with ``beamstop_shadow="keep"`` only).
@@ -56,9 +61,10 @@ class SpotTable(dict):
             for k in COLUMNS:
                 v = self[k][i]
                 row[k] = int(v) if k == "size" else (None if not np.isfinite(v) else float(v))
-            if "snr" in self:
-                v = float(self["snr"][i])
-                row["snr"] = v if np.isfinite(v) else None
+            for extra in ("snr", "ice_probability"):
+                if extra in self:
+                    v = float(self[extra][i])
+                    row[extra] = v if np.isfinite(v) else None
             for flag in ("ice_ring", "beamstop_shadow"):
                 if flag in self:
                     row[flag] = bool(self[flag][i])
