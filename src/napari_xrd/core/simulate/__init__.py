@@ -19,7 +19,10 @@ Truth (:class:`SimulatedStill`)
     ``spot_mask``: pixels where the noise-free signal of *qualified* spots is
     at least ``spot_mask_sigma`` times the pixel's background noise
     ``sqrt(b·f + (read_noise/gain)²)`` (photons; ``f < 1`` when a CCD spreads
-    the noise, ``ccd_psf_px``) and at least ``spot_mask_min_photons``; a spot
+    the noise, ``ccd_psf_px``) and at least ``spot_mask_min_photons``, and
+    each qualified spot's core (its pixels at half its peak or more, and at
+    least ``spot_mask_min_photons``): a weak streak has no pixel above the
+    noise, yet it is a spot; a spot
     qualifies when its SNR is at least ``spot_snr_min`` and its centre is on
     a good, unshadowed pixel.  Spot SNR is ``N / sqrt(N + n_eff (b +
     σ_read²))`` with ``N`` the recorded photons, ``b`` the background at the

@@ -391,6 +391,14 @@ def simulate_still(
     q_sig = np.bincount(inv, (w * photons[s_idx])[sel], minlength=len(u)) * flat_resp[u]
     noise_sigma = np.sqrt(expected_back.ravel()[u] * psf_noise**2 + rn_photons**2)
     ok = q_sig >= np.maximum(p["spot_mask_sigma"] * noise_sigma, p["spot_mask_min_photons"])
+    # and every qualified spot's own core (its pixels at half its peak or more): a weak
+    # spot spread over many pixels (a streak) has no pixel above the noise rule, yet it
+    # is a spot by its SNR and must not be taught as background
+    own = w * photons[s_idx] * flat_resp[f_idx]
+    peak = np.zeros(len(photons))
+    np.maximum.at(peak, s_idx[sel], own[sel])
+    core = sel & (own >= 0.5 * peak[s_idx]) & (own >= p["spot_mask_min_photons"])
+    ok |= np.isin(u, f_idx[core])
     ok &= (pixel_mask.ravel()[u] & (GAP | DEAD)) == 0
     ok &= shadow.ravel()[u] >= 0.5
     spot_mask = np.zeros(shape, dtype=bool)
