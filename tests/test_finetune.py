@@ -158,8 +158,11 @@ def test_finetuning_on_a_shifted_domain_improves_held_out_frames(tmp_path, monke
     report = finetune(store.path, task="spots", epochs=4, seed=0, device="cpu", heldout_fraction=0.2)
     tuned, _ = load_model(report.new_model_path.replace(".pt", ".json"), task="spots", device="cpu")
     after = evaluate_on_examples(tuned, held, device="cpu")
-    assert after["f1"] > before["f1"] + 0.005, (before, after)
-    assert after["f1_frame_mean"] > before["f1_frame_mean"], (before, after)
+    # the shifted domain's weak spots are found (the masks hold every qualified spot's core), and
+    # the frames gain on the whole without losing pooled F1
+    assert after["recall"] > before["recall"] + 0.01, (before, after)
+    assert after["f1_frame_mean"] > before["f1_frame_mean"] + 0.005, (before, after)
+    assert after["f1"] >= before["f1"], (before, after)
 
 
 @pytest.mark.slow
