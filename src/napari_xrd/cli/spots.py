@@ -154,7 +154,9 @@ def run(args) -> int:
     from napari_xrd.core.io import open_image
     from napari_xrd.core.progress import tqdm_progress
 
-    n = open_image(args.file).n_frames
+    beam_center = parse_beam_center(args.beam_center)
+    img = open_image(args.file)
+    n = img.n_frames
     frames = range(n) if args.all else [args.frame]
     if not args.all and not -n <= args.frame < n:
         raise ValueError(f"{args.file}: frame {args.frame} out of range (0..{n - 1})")
@@ -178,9 +180,8 @@ def run(args) -> int:
         min_spot_snr=args.min_spot_snr,
         ring_background=args.ring_background,
     )
-    beam_center = parse_beam_center(args.beam_center)
-    if beam_center != "header":  # resolved once here, reported, and passed on as pixels
-        geometry, estimate = spot_geometry(open_image(args.file), beam_center, frame=frames[0])
+    if beam_center != "header":  # resolved once here, reported, and passed on
+        geometry, estimate = spot_geometry(img, beam_center, frame=frames[0])
         f, s = geometry.beam_center
         how = (f"estimated on frame {frames[0]} ({estimate.method}, ± {estimate.uncertainty_px:.2f} px, "
                f"tilt {estimate.tilt_deg:.2f}°)" if estimate is not None else "given")
