@@ -9,10 +9,13 @@ Prints (nothing is asserted):
    reflection lies within 3 px), F1, and the mask IoU on spot pixels.  Per
    frame and as means over all frames, over frames without spotty ice, and
    over spotty-ice frames only; each for the three ice-ring treatments of
-   ``find_spots(ice_rings=...)`` ("keep": nothing dropped, "auto": spots in
-   shells crowded on this frame dropped, "filter": DIALS's fixed ice-ring
-   filter), applied to the spot lists of all three finders alike, as is the
-   default removal of spots in the beamstop's shadow (``beamstop_shadow``).
+   ``find_spots(ice_rings=...)`` ("keep": nothing dropped, "auto": the
+   likely ice grains of a frame with spotty ice dropped, "filter": DIALS's
+   fixed ice-ring filter), applied to the spot lists of all three finders
+   alike (for "auto", the U-Net's and the dispersion finder's from their
+   resolution and look; peakfinder8's, which has positions only, from
+   resolution alone), as is the default removal of spots in the beamstop's
+   shadow (``beamstop_shadow``).
 2. The real ADSC Q4 frame: the fraction of the dispersion finder's spots that
    the U-Net also finds (within 3 px), and U-Net spots in module seams or the
    beamstop shadow.
@@ -45,7 +48,7 @@ import numpy as np
 
 from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
 from napari_xrd.core.coords import pixel_index
-from napari_xrd.core.spots import find_spots
+from napari_xrd.core.spots import find_spots, spot_descriptors
 from napari_xrd.core.spots.metrics import mask_iou, spot_scores
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,14 +116,16 @@ def _ice_kind(still) -> str:
     return "spotty" if ice.get("spotty") else "smooth"
 
 
-def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None):
+def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None, descriptors=None):
+    """Scores after the shadow and ice rules; ``descriptors`` (the finder's spot looks) refine "auto"."""
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
     if shadow is not None and len(xy):  # find_spots' default beamstop_shadow="auto", for every finder alike
         out = shadow[pixel_index(xy, shadow.shape)]
         xy, d = xy[~out], d[~out]
+        descriptors = None if descriptors is None else descriptors[~out]
     if ice != "keep" and len(xy):
-        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask)]
+        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors)]
     return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
 
 
@@ -146,19 +151,19 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         for name in ("unet", "dispersion"):
             res = find_spots(img, method=name, pixel_mask=pm, geometry=geom, model=model, device="cpu",
                              ice_rings="keep", beamstop_shadow="keep")
-            found[name] = (res.table.fast_slow(), res.table["d"])
+            found[name] = (res.table.fast_slow(), res.table["d"], spot_descriptors(res.table))
             ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
         try:
             pf = peakfinder8(img, pm, geom)
             pf_d = np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0)
-            found["peakfinder8"] = (pf, pf_d)
+            found["peakfinder8"] = (pf, pf_d, None)  # positions only: its ice rule uses resolution alone
             ious["peakfinder8"] = float("nan")  # peakfinder8 reports positions only
         except ImportError as exc:
             print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")
         row = {"frame": label, "kind": _ice_kind(still), "n_strong": int(strong.sum()), "scores": {}}
-        for name, (xy, d) in found.items():
+        for name, (xy, d, looks) in found.items():
             for ice in ICE_VARIANTS:
-                s = _score(xy, d, true_xy, strong, ice, geom, pm, shadow)
+                s = _score(xy, d, true_xy, strong, ice, geom, pm, shadow, looks)
                 s["iou"] = ious[name] if ice == "keep" else float("nan")
                 row["scores"][(name, ice)] = s
         rows.append(row)

@@ -165,6 +165,27 @@ def test_table_centroid_corner_convention_and_resolution():
     np.testing.assert_allclose(bg["background"], [2.0, 4.0])
 
 
+def test_table_radial_and_azimuthal_extent():
+    # two Gaussian streaks, one radial and one azimuthal (σ 3 px along, 1 px across), on either
+    # side of the beam centre; a tilted 45° one is the same along and across
+    geom = DetectorGeometry(shape=(200, 200), pixel_size=0.172, distance=100.0, beam_center=(100.0, 100.0),
+                            wavelength=1.0)
+    yy, xx = np.mgrid[0:200, 0:200] + 0.5
+    img = np.zeros((200, 200))
+    img += 1000 * np.exp(-0.5 * (((xx - 160.5) / 3.0) ** 2 + ((yy - 100.5) / 1.0) ** 2))  # radial (on the +fast axis)
+    img += 1000 * np.exp(-0.5 * (((xx - 100.5) / 3.0) ** 2 + ((yy - 30.5) / 1.0) ** 2))  # azimuthal (above the beam)
+    labels = label_spots(img > 1.0, min_spot_size=1)
+    from napari_xrd.core.spots import spot_table
+
+    t = spot_table(labels, img, geometry=geom)
+    order = np.argsort(t["y"])  # azimuthal streak first
+    np.testing.assert_allclose(t["sigma_radial"][order], [1.0, 3.0], rtol=0.1)
+    np.testing.assert_allclose(t["sigma_azimuthal"][order], [3.0, 1.0], rtol=0.1)
+    assert t.rows()[0]["sigma_radial"] > 0
+    no_geom = spot_table(labels, img)
+    assert np.all(np.isnan(no_geom["sigma_radial"])) and no_geom.rows()[0]["sigma_azimuthal"] is None
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="2-D"):
         find_spots(np.zeros((2, 3, 4)))

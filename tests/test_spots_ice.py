@@ -5,7 +5,13 @@ import pytest
 
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.spots import ICE_RING_D, contaminated_ice_shells, find_spots
-from napari_xrd.core.spots.ice import flag_ice_ring_spots, ice_grain_probability, in_shells
+from napari_xrd.core.spots.ice import (
+    flag_ice_ring_spots,
+    ice_grain_probability,
+    in_shells,
+    refine_ice_probability,
+    spot_descriptors,
+)
 
 
 def _bragg_d(rng, n, s_max=0.6):
@@ -154,3 +160,114 @@ def test_find_spots_auto_drops_spotty_ring_keeps_bragg_spots():
     # without geometry nothing can be flagged
     assert not find_spots(img, ice_rings="auto").table["ice_ring"].any()
     assert not find_spots(img, ice_rings="auto").table["ice_probability"].any()
+
+
+def _spots_with_looks(seed, grain_shift):
+    """1500 Bragg spots and 290 grains on ten ice lines, with 4 look descriptors each.
+
+    The Bragg spots' first descriptor (log intensity) falls with resolution;
+    the grains' descriptors are the Bragg spots' shifted by ``grain_shift``.
+    """
+    rng = np.random.default_rng(seed)
+    bragg = _bragg_d(rng, 1500)
+    per_line = [120, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4]
+    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, 0.002, n)) for d, n in zip(ICE_RING_D, per_line)])
+    d = np.concatenate([bragg, grains])
+    is_grain = np.r_[np.zeros(bragg.size, bool), np.ones(grains.size, bool)]
+    looks = rng.normal(0.0, 1.0, (d.size, 4)) * [0.4, 0.2, 0.1, 0.1]
+    looks[:, 0] += 3.0 - 2.0 / d
+    looks[is_grain] += grain_shift
+    return d, looks, is_grain
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("grain_shift", [[0.8, 0, 0, 0], [-0.5, 0, 0.3, -0.2]], ids=["brighter", "fainter-radial"])
+def test_refined_probability_learns_how_this_frames_grains_look(seed, grain_shift):
+    # grains brighter than the Bragg spots, or fainter and radially wider: the
+    # refinement is told neither, and learns either from the frame
+    d, looks, is_grain = _spots_with_looks(seed, grain_shift)
+    prior, _ = ice_grain_probability(d)
+    p = refine_ice_probability(prior, looks, d)
+    assert np.all((p >= 0) & (p <= 1))
+    bragg_before, bragg_after = (prior[~is_grain] > 0.5).mean(), (p[~is_grain] > 0.5).mean()
+    grains_before, grains_after = (prior[is_grain] > 0.5).mean(), (p[is_grain] > 0.5).mean()
+    assert bragg_before > 0.035 and bragg_after < 0.7 * bragg_before  # Bragg spots on the lines are spared
+    assert grains_after > grains_before + 0.08  # grains off the line centres are caught
+    # spots far from every line keep their prior (0)
+    far = np.abs(1.0 / d[:, None] - 1.0 / np.asarray(ICE_RING_D)[None, :]).min(axis=1) > 0.012
+    assert np.all(p[far] == prior[far])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_refined_probability_leaves_lookalike_grains_to_resolution(seed):
+    d, looks, is_grain = _spots_with_looks(seed, [0, 0, 0, 0])
+    prior, _ = ice_grain_probability(d)
+    p = refine_ice_probability(prior, looks, d)
+    assert abs((p[~is_grain] > 0.5).mean() - (prior[~is_grain] > 0.5).mean()) < 0.01
+    assert abs((p[is_grain] > 0.5).mean() - (prior[is_grain] > 0.5).mean()) < 0.03
+
+
+def test_refined_probability_needs_enough_spots_and_keeps_unusable_rows():
+    d, looks, is_grain = _spots_with_looks(0, [0.8, 0, 0, 0])
+    prior, _ = ice_grain_probability(d)
+    # too few reference spots to learn the Bragg look: the prior is returned
+    few = np.r_[np.flatnonzero(~is_grain)[:20], np.flatnonzero(is_grain)]
+    assert np.array_equal(refine_ice_probability(prior[few], looks[few], d[few]), prior[few])
+    # rows with a NaN descriptor keep their prior; the others are still refined
+    looks[is_grain.nonzero()[0][:5], 2] = np.nan
+    p = refine_ice_probability(prior, looks, d)
+    assert np.array_equal(p[is_grain.nonzero()[0][:5]], prior[is_grain.nonzero()[0][:5]])
+    assert not np.array_equal(p, prior)
+
+
+def test_spot_descriptors_from_a_table():
+    table = {"intensity": np.array([1000.0, 0.0]), "size": np.array([10, 1]),
+             "sigma_radial": np.array([2.0, np.nan]), "sigma_azimuthal": np.array([0.5, 0.0])}
+    x = spot_descriptors(table)
+    assert x.shape == (2, 4)
+    assert x[0] == pytest.approx([3.0, 1.0, 0.5 * np.log10(4 + 1 / 12), 0.5 * np.log10(0.25 + 1 / 12)])
+    assert x[1, 0] == 0.0 and np.isnan(x[1, 2])
+
+
+def test_find_spots_spares_bragg_spots_on_a_spotty_ring_that_look_like_the_frames_bragg_spots():
+    # 900 x 900 frame: 40 grains about the 3.895 Å line (5 x 5 px, bright, spread 0.002 Å⁻¹ in s),
+    # 6 Bragg spots among them 0.001 Å⁻¹ off the line, and 400 Bragg spots (3 x 3 px) elsewhere
+    n = 900
+    geom = DetectorGeometry(shape=(n, n), pixel_size=0.172, distance=80.0, beam_center=(n / 2, n / 2),
+                            wavelength=1.0)
+    rng = np.random.default_rng(5)
+    img = rng.poisson(5.0, (n, n)).astype(np.float32)
+
+    def put(x, y, half, counts):
+        img[int(y) - half : int(y) + half + 1, int(x) - half : int(x) + half + 1] += counts
+
+    line, placed, on_ring = 1.0 / ICE_RING_D[0], [], []
+    for k, ang in enumerate(np.linspace(0, 2 * np.pi, 46, endpoint=False)):
+        bragg = k % 8 == 3
+        s = line + ((0.001 if k % 16 == 3 else -0.001) if bragg else rng.normal(0, 0.002))
+        r = geom.radius_px_for_d(1.0 / s)
+        x, y = n / 2 + r * np.cos(ang), n / 2 + r * np.sin(ang)
+        put(x, y, 1 if bragg else 2, 200 + 100 * rng.random() if bragg else 1500)
+        placed.append((x, y))
+        if bragg:
+            on_ring.append((x, y))
+    while len(placed) < 446:
+        x, y = rng.uniform(20, n - 20, 2)
+        if all(np.hypot(x - u, y - v) > 10 for u, v in placed):
+            put(x, y, 1, 200 + 100 * rng.random())
+            placed.append((x, y))
+    keep = find_spots(img, geometry=geom, ice_rings="keep").table
+    assert keep.n_spots == 446
+    grains = keep["size"] >= 20
+    xy = keep.fast_slow()
+    ring_bragg = np.array([np.hypot(*(xy - (np.floor(u) + 0.5, np.floor(v) + 0.5)).T).argmin() for u, v in on_ring])
+    assert grains.sum() == 40 and not grains[ring_bragg].any()
+    # by resolution alone, the Bragg spots among the grains are grains
+    from napari_xrd.core.spots.ice import spotty_ice_probability
+
+    assert np.all(spotty_ice_probability(keep["d"], geometry=geom)[ring_bragg] > 0.5)
+    # their look (small and faint, like the frame's other Bragg spots) spares them; the grains go
+    assert not keep["ice_ring"][ring_bragg].any() and keep["ice_probability"][ring_bragg].max() < 0.5
+    assert keep["ice_ring"][grains].sum() >= 38 and keep["ice_ring"][~grains].sum() <= 2
+    auto = find_spots(img, geometry=geom, ice_rings="auto").table
+    assert auto.n_spots == 446 - keep["ice_ring"].sum() and not auto["ice_ring"].any()

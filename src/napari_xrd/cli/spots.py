@@ -125,7 +125,9 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center=
     -------
     list of dict
         One per spot: ``frame``, ``x`` (fast), ``y`` (slow), ``intensity``,
-        ``background``, ``size``, ``peak``, ``d`` (None without geometry),
+        ``background``, ``size``, ``peak``, ``d``, ``sigma_radial`` and
+        ``sigma_azimuthal`` (extent along and across the radius, px; None
+        without geometry),
         ``ice_ring`` (likely an ice grain, or on an ice ring; see ``find_spots(ice_rings=...)``),
         ``ice_probability`` (that it is an ice grain; 0 without spotty ice),
         ``beamstop_shadow`` (in the beamstop's shadow), ``snr`` (integrated

@@ -5,8 +5,8 @@ progress and one result per frame); results reach the layers only through
 the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
-one Points layer (centroids with features intensity, d, size, snr,
-ice_ring, ice_probability, beamstop_shadow, frame).
+one Points layer (centroids with features intensity, d, size, sigma_radial,
+sigma_azimuthal, snr, ice_ring, ice_probability, beamstop_shadow, frame).
 """
 
 from __future__ import annotations
@@ -253,8 +253,8 @@ class SpotsWidget(Container):
             labels.refresh()
         self._tables[(layer.name, f)] = table
         coords = []
-        feats = {k: [] for k in ("intensity", "d", "size", "snr", "ice_ring", "ice_probability", "beamstop_shadow",
-                                 "frame")}
+        feats = {k: [] for k in ("intensity", "d", "size", "sigma_radial", "sigma_azimuthal", "snr", "ice_ring",
+                                 "ice_probability", "beamstop_shadow", "frame")}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -265,6 +265,8 @@ class SpotsWidget(Container):
             feats["intensity"].append(t["intensity"])
             feats["d"].append(t["d"])
             feats["size"].append(t["size"])
+            for extent in ("sigma_radial", "sigma_azimuthal"):
+                feats[extent].append(np.asarray(t.get(extent, np.full(len(t), np.nan)), float))
             feats["snr"].append(np.asarray(t.get("snr", np.full(len(t), np.nan)), float))
             feats["ice_probability"].append(np.asarray(t.get("ice_probability", np.zeros(len(t))), float))
             for flag in ("ice_ring", "beamstop_shadow"):

@@ -25,6 +25,7 @@ from napari_xrd.core.spots.ice import (
     contaminated_ice_shells,
     flag_ice_ring_spots,
     ice_ring_spots,
+    spot_descriptors,
     spotty_ice_probability,
 )
 from napari_xrd.core.spots.significance import spot_significance
@@ -159,13 +160,14 @@ def find_spots(
         flagged or dropped, except that "filter" raises).  "auto": on a
         frame whose spots crowd an ice line (spotty ice;
         :func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`), drop
-        the spots more likely ice grains than Bragg spots
-        (:func:`~napari_xrd.core.spots.ice.ice_grain_probability`); on
+        the spots more likely ice grains than Bragg spots, judged by their
+        resolution (:func:`~napari_xrd.core.spots.ice.ice_grain_probability`)
+        and by how the frame's grains look unlike its Bragg spots
+        (:func:`~napari_xrd.core.spots.ice.refine_ice_probability`); on
         other frames none.  "filter": drop spots on
         every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
         filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
-        spots that "auto" would drop.  Ice grains in spotty rings are sharp
-        spots that neither finder can tell from Bragg spots by their look.
+        spots that "auto" would drop.
     ice_ring_width : float
         Full width of an ice ring in ``1/d²`` (Å⁻²) for "filter".
     beamstop_shadow : {"auto", "keep"}
@@ -253,7 +255,8 @@ def find_spots(
     if geometry is None:
         on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
     else:
-        p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask)
+        p_ice = spotty_ice_probability(
+            table["d"], geometry=geometry, pixel_mask=pixel_mask, descriptors=spot_descriptors(table))
         if ice_rings == "filter":
             on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
         else:

@@ -30,6 +30,8 @@ __all__ = [
     "contaminated_ice_shells",
     "ice_grain_probability",
     "spotty_ice_probability",
+    "refine_ice_probability",
+    "spot_descriptors",
     "in_shells",
     "flag_ice_ring_spots",
 ]
@@ -332,12 +334,151 @@ def _poisson_amplitude(n, b, g, iterations: int = 60):
     return np.where(rising, 0.5 * (lo + hi), 0.0)
 
 
-def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None) -> np.ndarray:
+def spot_descriptors(table) -> np.ndarray:
+    """What each spot looks like, for telling ice grains from Bragg spots on one frame.
+
+    Parameters
+    ----------
+    table : mapping of column arrays
+        A spot table (:func:`~napari_xrd.core.spots.table.spot_table` with a
+        geometry): ``intensity``, ``size``, ``sigma_radial`` and
+        ``sigma_azimuthal``.
+
+    Returns
+    -------
+    descriptors : (n, 4) float ndarray
+        log10 of the summed counts (at least 1), of the size in pixels, and
+        of the radial and azimuthal RMS extents (with the pixel's own 1/12
+        px² added); NaN rows where a column is NaN.
+    """
+    inten = np.asarray(table["intensity"], dtype=float)
+    size = np.asarray(table["size"], dtype=float)
+    sr = np.asarray(table["sigma_radial"], dtype=float)
+    sa = np.asarray(table["sigma_azimuthal"], dtype=float)
+    with np.errstate(invalid="ignore"):
+        return np.column_stack([
+            np.log10(np.maximum(inten, 1.0)),
+            np.log10(np.maximum(size, 1.0)),
+            0.5 * np.log10(sr**2 + 1.0 / 12.0),
+            0.5 * np.log10(sa**2 + 1.0 / 12.0),
+        ])
+
+
+def _gaussian_fit(x, weights, ridge):
+    w = weights / weights.sum()
+    mu = w @ x
+    r = x - mu
+    return mu, (w[:, None] * r).T @ r + ridge * np.eye(x.shape[1])
+
+
+def _gaussian_logpdf(x, mu, cov):
+    r = x - mu
+    _, logdet = np.linalg.slogdet(cov)
+    return -0.5 * np.einsum("ij,ij->i", r @ np.linalg.inv(cov), r) - 0.5 * logdet
+
+
+def refine_ice_probability(
+    probability,
+    descriptors,
+    d_spacing,
+    *,
+    ice_d=ICE_RING_D,
+    max_half_width: float = 0.012,
+    reference_range: float = 0.1,
+    min_reference: int = 30,
+    min_grains: int = 10,
+    max_log_ratio: float = float(np.log(1000.0)),
+    ridge: float = 0.02,
+    iterations: int = 15,
+):
+    """Grain probabilities from resolution, sharpened by how this frame's grains look.
+
+    Ice grains and Bragg spots of one frame often differ in brightness,
+    size and shape (a crystallite's mosaic spread and size are not the
+    crystal's), but in no fixed direction.  So both looks are learnt from
+    the frame: the Bragg spots' from the spots away from every ice line
+    (within ``reference_range`` of the outermost lines), the grains' from
+    the spots near the lines weighted by their probability of being grains.
+    Each look is a Gaussian in ``descriptors`` (after removing the Bragg
+    spots' linear trend with ``s = 1/d``).  A spot's prior odds of being a
+    grain (from ``probability``) are multiplied by the ratio of the two
+    densities, capped at ``exp(±max_log_ratio)``, and the grains' Gaussian
+    is refitted to the new probabilities (expectation-maximisation,
+    ``iterations`` rounds).  Where grains and Bragg spots look alike the
+    ratio stays near 1 and the resolution decides alone.
+
+    Parameters
+    ----------
+    probability : (n,) array_like
+        Prior grain probability of each spot (``ice_grain_probability``).
+    descriptors : (n, m) array_like
+        What each spot looks like (:func:`spot_descriptors`); NaN rows keep
+        their prior.
+    d_spacing : (n,) array_like
+        Spot resolutions, Å.
+    ice_d : sequence of float
+        Ice-line d-spacings, Å.
+    max_half_width, reference_range : float
+        Spots within ``max_half_width`` of a line (``s``, Å⁻¹) are
+        refined; the reference spots lie farther from every line, and
+        within ``reference_range`` of the first or last line.
+    min_reference, min_grains : int
+        Fewest reference spots, and fewest spots with a prior above 0.5,
+        needed to learn the two looks; with fewer the prior is returned.
+    max_log_ratio : float
+        Cap on the log density ratio: what a spot looks like can move its
+        odds by at most this much.
+    ridge : float
+        Added to each covariance's diagonal (descriptor units²).
+    iterations : int
+        Expectation-maximisation rounds.
+
+    Returns
+    -------
+    probability : (n,) float ndarray
+    """
+    prior = np.asarray(probability, dtype=float).ravel()
+    x = np.asarray(descriptors, dtype=float).reshape(len(prior), -1)
+    s = _s(d_spacing)
+    lines = np.sort(1.0 / np.asarray(ice_d, dtype=float))
+    ok = np.isfinite(s) & (s > 0) & np.all(np.isfinite(x), axis=1) & np.isfinite(prior)
+    off = np.full(len(s), np.inf)
+    off[ok] = np.abs(s[ok, None] - lines[None, :]).min(axis=1)
+    near = ok & (off < max_half_width)
+    ref = ok & ~near & (s > lines[0] - reference_range) & (s < lines[-1] + reference_range)
+    out = prior.copy()
+    if ref.sum() < min_reference or (prior[near] > 0.5).sum() < min_grains:
+        return out
+    # the Bragg spots' trend with resolution (fainter, and differently shaped, outwards)
+    design = np.column_stack([np.ones(len(s)), np.where(ok, s, 0.0)])
+    coef = np.linalg.lstsq(design[ref], x[ref], rcond=None)[0]
+    x = x - design @ coef
+    # the Bragg look, from the reference spots without their outliers
+    xr = x[ref]
+    med = np.median(xr, axis=0)
+    mad = 1.4826 * np.median(np.abs(xr - med), axis=0)
+    inlier = np.all(np.abs(xr - med) < 4.0 * np.maximum(mad, 0.05), axis=1)
+    mu_b, cov_b = _gaussian_fit(xr[inlier], np.ones(inlier.sum()), ridge)
+    xn = x[near]
+    log_b = _gaussian_logpdf(xn, mu_b, cov_b)
+    p0 = np.clip(prior[near], 1e-9, 1.0 - 1e-9)
+    logit = np.log(p0 / (1.0 - p0))
+    r = prior[near]
+    for _ in range(iterations):
+        mu_g, cov_g = _gaussian_fit(xn, r + 1e-9, ridge)
+        ratio = np.clip(_gaussian_logpdf(xn, mu_g, cov_g) - log_b, -max_log_ratio, max_log_ratio)
+        r = 1.0 / (1.0 + np.exp(-(logit + ratio)))
+    out[near] = r
+    return out
+
+
+def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None, descriptors=None) -> np.ndarray:
     """Each spot's probability of being an ice grain, on a frame with spotty ice; 0 on other frames.
 
     A frame has spotty ice where :func:`contaminated_ice_shells` finds a
     line crowded with spots; the probabilities are then those of
-    :func:`ice_grain_probability`.
+    :func:`ice_grain_probability`, refined by what the spots look like
+    (:func:`refine_ice_probability`) when ``descriptors`` are given.
 
     Parameters
     ----------
@@ -345,6 +486,8 @@ def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None) -> np.n
         Spot resolutions, Å.
     geometry, pixel_mask : optional
         Valid pixels per resolution bin (see :func:`contaminated_ice_shells`).
+    descriptors : (n, m) array_like, optional
+        What each spot looks like (:func:`spot_descriptors`).
 
     Returns
     -------
@@ -353,10 +496,15 @@ def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None) -> np.n
     d = np.asarray(d_spacing, dtype=float).ravel()
     if not len(contaminated_ice_shells(d, geometry=geometry, pixel_mask=pixel_mask)):
         return np.zeros(d.shape)
-    return ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)[0]
+    p = ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)[0]
+    if descriptors is not None:
+        p = refine_ice_probability(p, descriptors, d)
+    return p
 
 
-def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002):
+def flag_ice_ring_spots(
+    d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002, descriptors=None
+):
     """Which spots lie on ice rings, by the rule of ``find_spots(ice_rings=mode)``.
 
     Parameters
@@ -371,6 +519,9 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
     geometry, pixel_mask : optional
         Passed to :func:`contaminated_ice_shells` and
         :func:`ice_grain_probability`.
+    descriptors : (n, m) array_like, optional
+        What each spot looks like (:func:`spot_descriptors`), for "auto" and
+        "keep" (:func:`refine_ice_probability`).
 
     Returns
     -------
@@ -380,4 +531,4 @@ def flag_ice_ring_spots(d_spacing, *, mode: str = "auto", geometry=None, pixel_m
         raise ValueError(f"unknown ice_rings {mode!r}; use one of {', '.join(ICE_RING_MODES)}")
     if mode == "filter":
         return ice_ring_spots(d_spacing, width=width)
-    return spotty_ice_probability(d_spacing, geometry=geometry, pixel_mask=pixel_mask) > 0.5
+    return spotty_ice_probability(d_spacing, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors) > 0.5

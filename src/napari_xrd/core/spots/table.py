@@ -17,14 +17,19 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
     Largest pixel value.
 ``d``
     Resolution (Å) at the centroid, NaN without a geometry.
+``sigma_radial``, ``sigma_azimuthal``
+    The spot's intensity-weighted RMS extent (pixels) along the line from
+    the beam centre through its centroid and across it; NaN without a
+    geometry.  Bandpass and mosaic spread stretch Bragg spots radially and
+    azimuthally; powder-ring grains and artefacts often differ.
 ``ice_ring``
     (added by :func:`~napari_xrd.core.spots.find_spots`) True where the spot
     is more likely an ice grain than a Bragg spot on a frame with spotty ice
     (``ice_rings="auto"`` or ``"keep"``), or lies on any ice ring (``"filter"``).
 ``ice_probability``
     (added by ``find_spots`` with a geometry) The probability that the spot
-    is an ice grain rather than a Bragg spot, from its resolution; 0 on a
-    frame without spotty ice
+    is an ice grain rather than a Bragg spot, from its resolution and its
+    look against the frame's other spots; 0 on a frame without spotty ice
     (:func:`~napari_xrd.core.spots.ice.spotty_ice_probability`).
 ``beamstop_shadow``
     (added by ``find_spots``) True where the centroid lies in the beamstop's
@@ -40,7 +45,7 @@ import numpy as np
 
 __all__ = ["SpotTable", "spot_table"]
 
-COLUMNS = ("x", "y", "intensity", "background", "size", "peak", "d")
+COLUMNS = ("x", "y", "intensity", "background", "size", "peak", "d", "sigma_radial", "sigma_azimuthal")
 
 
 class SpotTable(dict):
@@ -127,11 +132,14 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
         bg = np.bincount(lab, weights=np.asarray(background, dtype=np.float64)[sel], minlength=n)
     else:
         bg = np.full(n, np.nan)
-    x, y = x[present], y[present]
     if geometry is not None:
+        sig_r, sig_a = _radial_azimuthal_extent(lab, fast_i, slow_i, wts, wsum, x, y, geometry.beam_center)
+        sig_r, sig_a = sig_r[present], sig_a[present]
+        x, y = x[present], y[present]
         d = np.asarray(geometry.resolution_at(x, y), dtype=np.float64)
     else:
-        d = np.full(len(present), np.nan)
+        x, y = x[present], y[present]
+        d = sig_r = sig_a = np.full(len(present), np.nan)
     return SpotTable(
         x=x,
         y=y,
@@ -140,4 +148,23 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
         size=size[present].astype(np.int64),
         peak=peak[present],
         d=np.atleast_1d(d),
+        sigma_radial=sig_r,
+        sigma_azimuthal=sig_a,
     )
+
+
+def _radial_azimuthal_extent(lab, fast_i, slow_i, wts, wsum, x, y, beam_center):
+    """Per label: weighted RMS offset of its pixels from the centroid ``(x, y)``, along and across the radius."""
+    n = len(x)
+    cx, cy = x - beam_center[0], y - beam_center[1]
+    norm = np.hypot(cx, cy)
+    ux, uy = np.where(norm > 0, cx / np.where(norm > 0, norm, 1), 1.0), np.where(norm > 0, cy / np.where(norm > 0, norm, 1), 0.0)
+    dx, dy = fast_i + 0.5 - x[lab], slow_i + 0.5 - y[lab]
+    along = dx * ux[lab] + dy * uy[lab]
+    across = dy * ux[lab] - dx * uy[lab]
+    w = np.where(wsum[lab] > 0, wts, 1.0)  # unweighted where the spot has no positive counts
+    wt = np.bincount(lab, weights=w, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        var_r = np.bincount(lab, weights=w * along**2, minlength=n) / wt
+        var_a = np.bincount(lab, weights=w * across**2, minlength=n) / wt
+    return np.sqrt(var_r), np.sqrt(var_a)
