@@ -47,6 +47,8 @@ def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
     np.testing.assert_allclose(pts.data, dials_to_napari(expected.table.fast_slow()))
     np.testing.assert_allclose(pts.features["d"], expected.table["d"])
     np.testing.assert_array_equal(pts.features["size"], expected.table["size"])
+    np.testing.assert_allclose(pts.features["sigma_radial"], expected.table["sigma_radial"])
+    np.testing.assert_allclose(pts.features["sigma_azimuthal"], expected.table["sigma_azimuthal"])
     assert expected.table.n_spots > 0 and str(expected.table.n_spots) in w._count.value
     assert "spots" in w._shells.value
     # the ice-ring option reaches find_spots
