@@ -174,3 +174,18 @@ def test_widget_flags_or_drops_the_spot_in_the_beamstop_shadow(make_napari_viewe
     qtbot.waitUntil(lambda: w._worker is None and len(viewer.layers["bs spot centres"].data) == n - n_shadow,
                     timeout=20000)
     assert not np.asarray(viewer.layers["bs spot centres"].features["beamstop_shadow"], bool).any()
+
+
+def test_widget_reports_how_far_the_spots_reach(make_napari_viewer, qtbot):
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+    from napari_xrd.core.spots import frame_statistics
+
+    viewer = make_napari_viewer()
+    img = _frame(3, n=16)
+    _, geom, pm = _add_image(viewer, img)
+    w = SpotsWidget(viewer)
+    w._method.value = "dispersion"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=20000)
+    d_min = frame_statistics(find_spots(img, geometry=geom, pixel_mask=pm).table)["estimated_d_min"]
+    assert d_min is not None and f"spots reach {d_min:.2f} Å" in w._count.value

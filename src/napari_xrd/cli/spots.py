@@ -53,7 +53,10 @@ def add_parser(sub) -> None:
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "
                    "FAST,SLOW = these pixels (DIALS corner convention)")
-    p.add_argument("--json", action="store_true", help="print JSON: one entry per spot")
+    p.add_argument("--summary", action="store_true",
+                   help="one line (or JSON entry) per frame instead of the spots: spot count, count off the ice "
+                   "rings, count at d >= 4 Å, total intensity over background, estimated resolution limit")
+    p.add_argument("--json", action="store_true", help="print JSON: one entry per spot (per frame with --summary)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -150,6 +153,40 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center=
     return out
 
 
+def frame_summaries(spots, frames) -> list[dict]:
+    """Per-frame screening figures (:func:`~napari_xrd.core.spots.frame_statistics`) of ``spots_in_file``'s rows.
+
+    Returns
+    -------
+    list of dict
+        One per frame in ``frames``, in order: ``frame`` and the figures.
+    """
+    import numpy as np
+
+    from napari_xrd.core.spots import frame_statistics
+
+    by_frame = {int(f): [] for f in frames}
+    for row in spots:
+        by_frame.setdefault(row["frame"], []).append(row)
+    out = []
+    for f in frames:
+        rows = by_frame[int(f)]
+        table = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows], dtype=float)
+                 for k in ("d", "intensity", "background")}
+        table["beamstop_shadow"] = np.array([bool(r.get("beamstop_shadow", False)) for r in rows], dtype=bool)
+        out.append({"frame": int(f), **frame_statistics(table)})
+    return out
+
+
+def _format_summaries(path, summaries) -> str:
+    lines = [f"{path}", f"{'frame':>6} {'#spots':>7} {'#no_ice':>7} {'#d>=4A':>7} {'total_intensity':>16} {'d_min':>6}"]
+    for s in summaries:
+        d_min = "" if s["estimated_d_min"] is None else f"{s['estimated_d_min']:.2f}"
+        lines.append(f"{s['frame']:>6} {s['n_spots']:>7} {s['n_spots_no_ice']:>7} {s['n_spots_4A']:>7} "
+                     f"{s['total_intensity']:>16.0f} {d_min:>6}")
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     import json
 
@@ -192,7 +229,14 @@ def run(args) -> int:
         options["geometry"] = geometry
     with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
         spots = spots_in_file(args.file, frames=frames, progress=bar, **options)
-    if args.json:
+    if args.summary:
+        summaries = frame_summaries(spots, frames)
+        if args.json:
+            json.dump(summaries, sys.stdout)
+            sys.stdout.write("\n")
+        else:
+            print(_format_summaries(args.file, summaries))
+    elif args.json:
         json.dump(spots, sys.stdout)
         sys.stdout.write("\n")
     else:

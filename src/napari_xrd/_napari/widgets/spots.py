@@ -284,6 +284,10 @@ class SpotsWidget(Container):
         n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
         count = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
         n_shadow = int(np.count_nonzero(table["beamstop_shadow"])) if "beamstop_shadow" in table else 0
+        from napari_xrd.core.spots.statistics import frame_statistics
+
+        d_min = frame_statistics(table)["estimated_d_min"] if len(table) else None
         self._count.value = (count + (f"; {n_ice} on ice rings (cyan)" if n_ice else "")
-                             + (f"; {n_shadow} in the beamstop shadow (magenta)" if n_shadow else ""))
+                             + (f"; {n_shadow} in the beamstop shadow (magenta)" if n_shadow else "")
+                             + (f"; spots reach {d_min:.2f} Å" if d_min is not None else ""))
         self._shells.value = _format_shells(shell_table(table["d"]))

@@ -29,6 +29,7 @@ from napari_xrd.core.spots.ice import (
     spotty_ice_probability,
 )
 from napari_xrd.core.spots.significance import spot_significance
+from napari_xrd.core.spots.statistics import frame_statistics
 from napari_xrd.core.spots.table import SpotTable, spot_table
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "contaminated_ice_shells",
     "flag_ice_ring_spots",
     "spotty_ice_probability",
+    "frame_statistics",
     "METHODS",
     "ICE_RING_D",
     "ICE_RING_MODES",

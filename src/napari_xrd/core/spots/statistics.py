@@ -1,0 +1,72 @@
+"""Per-frame figures for screening: how many spots, how strong, to what resolution.
+
+What a crystallographer reads off each frame of a screening run or a
+rotation sweep (the figures ``dials.find_spots`` reports per image): the
+spot count, the count off the ice rings, the count at low resolution, the
+summed spot intensity over background, and the resolution to which the
+spots reach.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["frame_statistics", "STATISTICS_FIELDS"]
+
+#: Keys of :func:`frame_statistics`' result.
+STATISTICS_FIELDS = ("n_spots", "n_spots_no_ice", "n_spots_4A", "total_intensity", "estimated_d_min")
+
+
+def frame_statistics(table, *, d_min_quantile: float = 0.99, min_spots_for_d_min: int = 10) -> dict:
+    """Screening figures of one frame's spots.
+
+    Parameters
+    ----------
+    table : mapping of (n,) arrays
+        A spot table (:func:`~napari_xrd.core.spots.find_spots`' ``table``)
+        or any mapping with ``d`` (Å, NaN where unknown), ``intensity`` and,
+        optionally, ``background`` (summed counts; NaN or absent: 0) and
+        ``beamstop_shadow`` (bool; those spots are not counted).
+    d_min_quantile : float
+        The resolution limit is that of the spot at this quantile of
+        ``1/d`` among the spots off the ice rings: the outermost 1 % are
+        left out by default, so that a stray zinger or hot pixel at the
+        corner does not set it.
+    min_spots_for_d_min : int
+        Fewest spots off the ice rings with a resolution for an estimate.
+
+    Returns
+    -------
+    dict
+        ``n_spots``; ``n_spots_no_ice`` (not on any ice ring of
+        ``dials.find_spots``' fixed width,
+        :func:`~napari_xrd.core.spots.ice.ice_ring_spots`); ``n_spots_4A``
+        (at d >= 4 Å, where a crystal's spots are strongest and no ice ring
+        lies); ``total_intensity`` (summed counts over background, all
+        spots); ``estimated_d_min`` (Å; None with too few spots or no
+        geometry).
+    """
+    from napari_xrd.core.spots.ice import ice_ring_spots
+
+    if not 0.0 < d_min_quantile <= 1.0:
+        raise ValueError(f"d_min_quantile must be in (0, 1], got {d_min_quantile}")
+    d = np.asarray(table["d"], dtype=float).ravel()
+    n = len(d)
+    keep = ~np.asarray(table.get("beamstop_shadow", np.zeros(n, bool)), dtype=bool).ravel()
+    intensity = np.asarray(table["intensity"], dtype=float).ravel()
+    background = np.asarray(table.get("background", np.zeros(n)), dtype=float).ravel()
+    net = np.nan_to_num(intensity - np.nan_to_num(background, nan=0.0), nan=0.0)
+    known = keep & np.isfinite(d) & (d > 0)
+    with np.errstate(invalid="ignore"):
+        off_ice = known & ~ice_ring_spots(np.where(known, d, np.inf))
+    stats = {
+        "n_spots": int(keep.sum()),
+        "n_spots_no_ice": int(off_ice.sum()),
+        "n_spots_4A": int((known & (d >= 4.0)).sum()),
+        "total_intensity": float(net[keep].sum()),
+        "estimated_d_min": None,
+    }
+    if off_ice.sum() >= min_spots_for_d_min:
+        s = np.quantile(1.0 / d[off_ice], d_min_quantile, method="inverted_cdf")
+        stats["estimated_d_min"] = float(1.0 / s)
+    return stats

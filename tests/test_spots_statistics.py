@@ -1,0 +1,81 @@
+"""Per-frame screening figures: counts, total intensity, resolution limit; the CLI's --summary."""
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_xrd.core.spots import ICE_RING_D, frame_statistics
+
+
+def _table(d, intensity=None, background=None, shadow=None):
+    d = np.asarray(d, float)
+    t = {"d": d, "intensity": np.full(d.size, 100.0) if intensity is None else np.asarray(intensity, float)}
+    if background is not None:
+        t["background"] = np.asarray(background, float)
+    if shadow is not None:
+        t["beamstop_shadow"] = np.asarray(shadow, bool)
+    return t
+
+
+def test_counts_and_total_intensity():
+    d = [10.0, 5.0, 4.0, 3.99, ICE_RING_D[0], ICE_RING_D[2], 2.5, np.nan]
+    stats = frame_statistics(_table(d, intensity=[100, 200, 300, 400, 500, 600, 700, 800],
+                                    background=[10, 20, 30, 40, 50, 60, np.nan, 80]))
+    assert stats["n_spots"] == 8
+    assert stats["n_spots_no_ice"] == 5  # two on ice rings, one without a resolution
+    assert stats["n_spots_4A"] == 3  # 10, 5 and 4 Å
+    assert stats["total_intensity"] == pytest.approx(3600 - 290)  # NaN background counts as 0
+    assert stats["estimated_d_min"] is None  # fewer than 10 spots off the ice rings
+    # spots in the beamstop shadow are not counted
+    shadow = frame_statistics(_table(d, shadow=[True] + [False] * 7))
+    assert shadow["n_spots"] == 7 and shadow["n_spots_4A"] == 2
+
+
+def test_estimated_d_min_ignores_the_outermost_percent_and_ice():
+    rng = np.random.default_rng(0)
+    # 500 spots uniform in 1/d² out to 2.0 Å, three stray ones at 1.2 Å, and grains on the 1.9 Å ice line
+    s2 = rng.uniform(1 / 30**2, 1 / 2.0**2, 500)
+    d = np.r_[1 / np.sqrt(s2), [1.2, 1.2, 1.2], np.full(20, ICE_RING_D[6])]
+    stats = frame_statistics(_table(d))
+    assert 2.0 <= stats["estimated_d_min"] < 2.03
+    # a frame whose spots stop at 3 Å
+    stats = frame_statistics(_table(np.r_[1 / np.sqrt(rng.uniform(1 / 30**2, 1 / 3.0**2, 200))]))
+    assert 3.0 <= stats["estimated_d_min"] < 3.05
+    with pytest.raises(ValueError, match="d_min_quantile"):
+        frame_statistics(_table(d), d_min_quantile=0)
+
+
+def test_statistics_of_a_found_spot_table():
+    from napari_xrd.core.geometry import DetectorGeometry
+    from napari_xrd.core.spots import find_spots
+
+    geom = DetectorGeometry(shape=(300, 300), pixel_size=0.172, distance=80.0, beam_center=(150.0, 150.0),
+                            wavelength=1.0)
+    rng = np.random.default_rng(1)
+    img = rng.poisson(3.0, (300, 300)).astype(np.float32)
+    for x, y in rng.uniform(20, 280, (30, 2)):
+        img[int(y) - 1 : int(y) + 2, int(x) - 1 : int(x) + 2] += 100
+    table = find_spots(img, geometry=geom).table
+    stats = frame_statistics(table)
+    assert stats["n_spots"] == table.n_spots > 20
+    assert stats["total_intensity"] == pytest.approx(np.sum(table["intensity"] - table["background"]))
+    assert stats["total_intensity"] == pytest.approx(table.n_spots * 900, rel=0.05)
+    assert stats["estimated_d_min"] == pytest.approx(np.quantile(table["d"], 0.01), rel=0.03)
+
+
+def test_cli_summary(tmp_path, capsys):
+    from napari_xrd.cli import main
+
+    stack = np.random.default_rng(2).poisson(3.0, (2, 200, 200)).astype(np.int32)
+    stack[0, 50:53, 60:63] += 500  # one spot on frame 0, none on frame 1
+    path = tmp_path / "stack.npy"
+    np.save(path, stack)
+    assert main(["spots", str(path), "--all", "--summary", "--json", "--quiet"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["frame"] for r in rows] == [0, 1]
+    assert rows[0]["n_spots"] == 1 and rows[1]["n_spots"] == 0
+    assert rows[0]["total_intensity"] == pytest.approx(4500, rel=0.05)
+    assert main(["spots", str(path), "--all", "--summary", "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "#spots" in out[1] and out[2].split()[:2] == ["0", "1"] and out[3].split()[:2] == ["1", "0"]
