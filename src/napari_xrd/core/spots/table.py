@@ -158,7 +158,9 @@ def _radial_azimuthal_extent(lab, fast_i, slow_i, wts, wsum, x, y, beam_center):
     n = len(x)
     cx, cy = x - beam_center[0], y - beam_center[1]
     norm = np.hypot(cx, cy)
-    ux, uy = np.where(norm > 0, cx / np.where(norm > 0, norm, 1), 1.0), np.where(norm > 0, cy / np.where(norm > 0, norm, 1), 0.0)
+    safe = np.where(norm > 0, norm, 1.0)
+    ux = np.where(norm > 0, cx / safe, 1.0)  # a spot on the beam centre: the fast axis stands for the radius
+    uy = np.where(norm > 0, cy / safe, 0.0)
     dx, dy = fast_i + 0.5 - x[lab], slow_i + 0.5 - y[lab]
     along = dx * ux[lab] + dy * uy[lab]
     across = dy * ux[lab] - dx * uy[lab]
