@@ -20,6 +20,13 @@ def _bragg_d(rng, n, s_max=0.6):
     return 1.0 / s
 
 
+def _bragg_and_grains(rng, per_line, n_bragg=1500, spread=0.002):
+    """Resolutions of ``n_bragg`` Bragg spots, then of ``per_line[k]`` grains about ice line ``k``; which are grains."""
+    bragg = _bragg_d(rng, n_bragg)
+    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, spread, n)) for d, n in zip(ICE_RING_D, per_line)])
+    return np.concatenate([bragg, grains]), np.r_[np.zeros(bragg.size, bool), np.ones(grains.size, bool)]
+
+
 def test_shell_found_only_where_grains_pile_up():
     rng = np.random.default_rng(1)
     bragg = _bragg_d(rng, 600)
@@ -94,12 +101,7 @@ def test_flag_modes():
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_grain_probability_is_calibrated_on_lines_of_every_strength(seed):
     # grains on ten lines, from 150 down to 4 per line, spread 0.002 Å⁻¹ about them, among 1500 Bragg spots
-    rng = np.random.default_rng(seed)
-    bragg = _bragg_d(rng, 1500)
-    per_line = [150, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4]
-    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, 0.002, n)) for d, n in zip(ICE_RING_D, per_line)])
-    d = np.concatenate([bragg, grains])
-    is_grain = np.r_[np.zeros(bragg.size, bool), np.ones(grains.size, bool)]
+    d, is_grain = _bragg_and_grains(np.random.default_rng(seed), [150, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4])
     p, spread = ice_grain_probability(d)
     assert 0.0015 < spread < 0.0027
     assert np.all((p >= 0) & (p <= 1))
@@ -169,11 +171,7 @@ def _spots_with_looks(seed, grain_shift):
     the grains' descriptors are the Bragg spots' shifted by ``grain_shift``.
     """
     rng = np.random.default_rng(seed)
-    bragg = _bragg_d(rng, 1500)
-    per_line = [120, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4]
-    grains = np.concatenate([1.0 / (1.0 / d + rng.normal(0, 0.002, n)) for d, n in zip(ICE_RING_D, per_line)])
-    d = np.concatenate([bragg, grains])
-    is_grain = np.r_[np.zeros(bragg.size, bool), np.ones(grains.size, bool)]
+    d, is_grain = _bragg_and_grains(rng, [120, 60, 40, 12, 25, 15, 0, 8, 6, 0, 4])
     looks = rng.normal(0.0, 1.0, (d.size, 4)) * [0.4, 0.2, 0.1, 0.1]
     looks[:, 0] += 3.0 - 2.0 / d
     looks[is_grain] += grain_shift
