@@ -216,7 +216,7 @@ def _summarise(rows, names):
                 summary[f"{group}/{ice}/{name}"] = dict(recall=rec, precision=prec, f1=f1, iou=iou, n_frames=len(rs))
                 print(f"{name:<12} {rec:>15.4f} {prec:>10.4f} {f1:>7.4f} {iou:>9.4f} {npred:>11.1f}")
     print("\nEstimated resolution limit (frame_statistics: all but the outermost 1 % of the spots off the ice "
-          "rings), against the same on the true spots with SNR >= 5; |d - d_true| / d_true:")
+          "lines), against the same on the true spots with SNR >= 5; |d - d_true| / d_true:")
     for name in ("unet", "dispersion"):
         err = [abs(r["d_min"][name] / r["d_min"]["truth"] - 1) for r in rows
                if r["d_min"].get(name) is not None and r["d_min"]["truth"] is not None]

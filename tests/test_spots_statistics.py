@@ -34,11 +34,15 @@ def test_counts_and_total_intensity():
 
 def test_estimated_d_min_ignores_the_outermost_percent_and_ice():
     rng = np.random.default_rng(0)
-    # 500 spots uniform in 1/d² out to 2.0 Å, three stray ones at 1.2 Å, and grains on the 1.9 Å ice line
+    # 500 spots uniform in 1/d² out to 2.0 Å, three stray ones at 1.2 Å, grains on the 1.948 Å ice line
+    # and grains spread about the 1.72 Å line, most beyond dials.find_spots' ring width
     s2 = rng.uniform(1 / 30**2, 1 / 2.0**2, 500)
-    d = np.r_[1 / np.sqrt(s2), [1.2, 1.2, 1.2], np.full(20, ICE_RING_D[6])]
+    spread = 1 / (1 / ICE_RING_D[10] + rng.normal(0, 0.002, 30))
+    d = np.r_[1 / np.sqrt(s2), [1.2, 1.2, 1.2], np.full(20, ICE_RING_D[6]), spread]
     stats = frame_statistics(_table(d))
     assert 2.0 <= stats["estimated_d_min"] < 2.03
+    assert frame_statistics(_table(spread))["n_spots_no_ice"] >= 15  # most spread grains are off the rings ...
+    assert frame_statistics(_table(d), ice_half_width=0.0)["estimated_d_min"] < 1.8  # ... and would set the limit
     # a frame whose spots stop at 3 Å
     stats = frame_statistics(_table(np.r_[1 / np.sqrt(rng.uniform(1 / 30**2, 1 / 3.0**2, 200))]))
     assert 3.0 <= stats["estimated_d_min"] < 3.05

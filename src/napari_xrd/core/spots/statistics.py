@@ -17,7 +17,9 @@ __all__ = ["frame_statistics", "STATISTICS_FIELDS"]
 STATISTICS_FIELDS = ("n_spots", "n_spots_no_ice", "n_spots_4A", "total_intensity", "estimated_d_min")
 
 
-def frame_statistics(table, *, d_min_quantile: float = 0.99, min_spots_for_d_min: int = 10) -> dict:
+def frame_statistics(
+    table, *, d_min_quantile: float = 0.99, min_spots_for_d_min: int = 10, ice_half_width: float = 0.006
+) -> dict:
     """Screening figures of one frame's spots.
 
     Parameters
@@ -29,11 +31,17 @@ def frame_statistics(table, *, d_min_quantile: float = 0.99, min_spots_for_d_min
         ``beamstop_shadow`` (bool; those spots are not counted).
     d_min_quantile : float
         The resolution limit is that of the spot at this quantile of
-        ``1/d`` among the spots off the ice rings: the outermost 1 % are
+        ``1/d`` among the spots off the ice lines: the outermost 1 % are
         left out by default, so that a stray zinger or hot pixel at the
         corner does not set it.
     min_spots_for_d_min : int
-        Fewest spots off the ice rings with a resolution for an estimate.
+        Fewest spots off the ice lines with a resolution for an estimate.
+    ice_half_width : float
+        For the resolution limit, spots within this distance in ``1/d``
+        (Å⁻¹) of an ice line are left out: ice grains scatter farther from
+        the lines than ``dials.find_spots``' ring width, and a few grains
+        on the 1.92-1.72 Å lines would otherwise set the limit of a frame
+        whose crystal stops at 2.5 Å.
 
     Returns
     -------
@@ -46,7 +54,7 @@ def frame_statistics(table, *, d_min_quantile: float = 0.99, min_spots_for_d_min
         spots); ``estimated_d_min`` (Å; None with too few spots or no
         geometry).
     """
-    from napari_xrd.core.spots.ice import ice_ring_spots
+    from napari_xrd.core.spots.ice import ICE_RING_D, ice_ring_spots
 
     if not 0.0 < d_min_quantile <= 1.0:
         raise ValueError(f"d_min_quantile must be in (0, 1], got {d_min_quantile}")
@@ -66,7 +74,8 @@ def frame_statistics(table, *, d_min_quantile: float = 0.99, min_spots_for_d_min
         "total_intensity": float(net[keep].sum()),
         "estimated_d_min": None,
     }
-    if off_ice.sum() >= min_spots_for_d_min:
-        s = np.quantile(1.0 / d[off_ice], d_min_quantile, method="inverted_cdf")
-        stats["estimated_d_min"] = float(1.0 / s)
+    s = 1.0 / d[known]
+    off_lines = np.abs(s[:, None] - 1.0 / np.asarray(ICE_RING_D)[None, :]).min(axis=1) >= ice_half_width
+    if off_lines.sum() >= min_spots_for_d_min:
+        stats["estimated_d_min"] = float(1.0 / np.quantile(s[off_lines], d_min_quantile, method="inverted_cdf"))
     return stats
