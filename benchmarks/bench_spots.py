@@ -12,10 +12,11 @@ Prints (nothing is asserted):
    ``find_spots(ice_rings=...)`` ("keep": nothing dropped, "auto": the
    likely ice grains of a frame with spotty ice dropped, "filter": DIALS's
    fixed ice-ring filter), applied to the spot lists of all three finders
-   alike (for "auto", the U-Net's and the dispersion finder's from their
-   resolution and look; peakfinder8's, which has positions only, from
-   resolution alone), as is the default removal of spots in the beamstop's
-   shadow (``beamstop_shadow``).
+   alike (for "auto": each spot's resolution and whether it lies on the
+   lattice of the frame's other spots; for the U-Net's and the dispersion
+   finder's also their look, which peakfinder8's positions lack), as is
+   the default removal of spots in the beamstop's shadow
+   (``beamstop_shadow``).
 2. The real ADSC Q4 frame: the fraction of the dispersion finder's spots that
    the U-Net also finds (within 3 px), and U-Net spots in module seams or the
    beamstop shadow.
@@ -117,7 +118,7 @@ def _ice_kind(still) -> str:
 
 
 def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None, descriptors=None):
-    """Scores after the shadow and ice rules; ``descriptors`` (the finder's spot looks) refine "auto"."""
+    """Scores after the shadow and ice rules; the positions (lattice) and ``descriptors`` (looks) refine "auto"."""
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
     if shadow is not None and len(xy):  # find_spots' default beamstop_shadow="auto", for every finder alike
@@ -125,7 +126,8 @@ def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None, descr
         xy, d = xy[~out], d[~out]
         descriptors = None if descriptors is None else descriptors[~out]
     if ice != "keep" and len(xy):
-        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors)]
+        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors,
+                                     positions=xy)]
     return spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
 
 
@@ -162,7 +164,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         try:
             pf = peakfinder8(img, pm, geom)
             pf_d = np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0)
-            found["peakfinder8"] = (pf, pf_d, None)  # positions only: its ice rule uses resolution alone
+            found["peakfinder8"] = (pf, pf_d, None)  # positions only: no look for the ice rule
             ious["peakfinder8"] = float("nan")  # peakfinder8 reports positions only
         except ImportError as exc:
             print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")

@@ -163,8 +163,10 @@ def find_spots(
         frame whose spots crowd an ice line (spotty ice;
         :func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`), drop
         the spots more likely ice grains than Bragg spots, judged by their
-        resolution (:func:`~napari_xrd.core.spots.ice.ice_grain_probability`)
-        and by how the frame's grains look unlike its Bragg spots
+        resolution (:func:`~napari_xrd.core.spots.ice.ice_grain_probability`),
+        whether they lie on the lattice of the frame's other spots
+        (:func:`~napari_xrd.core.spots.lattice_check.lattice_membership`)
+        and how the frame's grains look unlike its Bragg spots
         (:func:`~napari_xrd.core.spots.ice.refine_ice_probability`); on
         other frames none.  "filter": drop spots on
         every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
@@ -257,8 +259,8 @@ def find_spots(
     if geometry is None:
         on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
     else:
-        p_ice = spotty_ice_probability(
-            table["d"], geometry=geometry, pixel_mask=pixel_mask, descriptors=spot_descriptors(table))
+        p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask,
+                                       descriptors=spot_descriptors(table), positions=table.fast_slow())
         if ice_rings == "filter":
             on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
         else:

@@ -472,13 +472,20 @@ def refine_ice_probability(
     return out
 
 
-def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None, descriptors=None) -> np.ndarray:
+def spotty_ice_probability(
+    d_spacing, *, geometry=None, pixel_mask=None, descriptors=None, positions=None
+) -> np.ndarray:
     """Each spot's probability of being an ice grain, on a frame with spotty ice; 0 on other frames.
 
     A frame has spotty ice where :func:`contaminated_ice_shells` finds a
-    line crowded with spots; the probabilities are then those of
-    :func:`ice_grain_probability`, refined by what the spots look like
-    (:func:`refine_ice_probability`) when ``descriptors`` are given.
+    line crowded with spots.  The probabilities then start from the spots'
+    resolutions (:func:`ice_grain_probability`); with ``positions`` (and the
+    geometry) the odds of each spot near a line are multiplied by how much
+    likelier its lying on, or off, the lattice of the frame's other spots
+    is for a grain than for a Bragg spot
+    (:func:`~napari_xrd.core.spots.lattice_check.lattice_membership`); with
+    ``descriptors`` they are last refined by what the spots look like
+    (:func:`refine_ice_probability`).
 
     Parameters
     ----------
@@ -488,6 +495,8 @@ def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None, descrip
         Valid pixels per resolution bin (see :func:`contaminated_ice_shells`).
     descriptors : (n, m) array_like, optional
         What each spot looks like (:func:`spot_descriptors`).
+    positions : (n, 2) array_like, optional
+        Spot centroids ``(fast, slow)``, pixels (DIALS corner convention).
 
     Returns
     -------
@@ -497,13 +506,38 @@ def spotty_ice_probability(d_spacing, *, geometry=None, pixel_mask=None, descrip
     if not len(contaminated_ice_shells(d, geometry=geometry, pixel_mask=pixel_mask)):
         return np.zeros(d.shape)
     p = ice_grain_probability(d, geometry=geometry, pixel_mask=pixel_mask)[0]
+    if positions is not None and geometry is not None:
+        p = _lattice_odds(p, d, positions, geometry)
     if descriptors is not None:
         p = refine_ice_probability(p, descriptors, d)
     return p
 
 
+def _lattice_odds(prior, d_spacing, positions, geometry, *, max_half_width: float = 0.012,
+                  min_rate: float = 0.02, max_rate: float = 0.98):
+    """``prior`` with the odds of spots near the lines multiplied by their lattice likelihood ratio."""
+    from napari_xrd.core.spots.lattice_check import lattice_membership
+
+    s = _s(d_spacing)
+    lines = np.sort(1.0 / np.asarray(ICE_RING_D))
+    ok = np.isfinite(s) & (s > 0)
+    off = np.full(len(s), np.inf)
+    off[ok] = np.abs(s[ok, None] - lines[None, :]).min(axis=1)
+    near = off < max_half_width
+    indexed, rate_bragg, rate_chance = lattice_membership(positions, geometry, ok & ~near)
+    if indexed is None or not rate_bragg > 2.0 * rate_chance:
+        return prior
+    rb, rc = np.clip(rate_bragg, min_rate, max_rate), np.clip(rate_chance, min_rate, max_rate)
+    # a grain lands on the lattice by chance; a Bragg spot as often as the reference spots do
+    ratio = np.where(indexed, rc / rb, (1.0 - rc) / (1.0 - rb))
+    p0 = np.clip(prior, 0.0, 1.0)
+    odds = p0 / np.maximum(1.0 - p0, 1e-12) * ratio
+    return np.where(near, odds / (1.0 + odds), prior)
+
+
 def flag_ice_ring_spots(
-    d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002, descriptors=None
+    d_spacing, *, mode: str = "auto", geometry=None, pixel_mask=None, width: float = 0.002, descriptors=None,
+    positions=None,
 ):
     """Which spots lie on ice rings, by the rule of ``find_spots(ice_rings=mode)``.
 
@@ -522,6 +556,9 @@ def flag_ice_ring_spots(
     descriptors : (n, m) array_like, optional
         What each spot looks like (:func:`spot_descriptors`), for "auto" and
         "keep" (:func:`refine_ice_probability`).
+    positions : (n, 2) array_like, optional
+        Spot centroids ``(fast, slow)``, for "auto" and "keep": whether each
+        spot lies on the frame's lattice (see :func:`spotty_ice_probability`).
 
     Returns
     -------
@@ -531,4 +568,6 @@ def flag_ice_ring_spots(
         raise ValueError(f"unknown ice_rings {mode!r}; use one of {', '.join(ICE_RING_MODES)}")
     if mode == "filter":
         return ice_ring_spots(d_spacing, width=width)
-    return spotty_ice_probability(d_spacing, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors) > 0.5
+    p = spotty_ice_probability(d_spacing, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors,
+                               positions=positions)
+    return p > 0.5
