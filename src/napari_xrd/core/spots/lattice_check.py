@@ -28,6 +28,7 @@ def lattice_membership(
     tolerance: float = 0.2,
     test_tolerance: float = 0.1,
     min_reference: int = 20,
+    max_reference: int = 600,
     n_shuffles: int = 8,
     seed: int = 0,
 ):
@@ -48,6 +49,9 @@ def lattice_membership(
         within this of integers (tighter: fewer grains on it by chance).
     min_reference : int
         Fewest reference spots to index from.
+    max_reference : int
+        Index from at most this many of them (a random choice; indexing
+        time grows with their number, its answer hardly does).
     n_shuffles : int
         Random turns of the reference spots about the beam for the chance
         rate.
@@ -69,11 +73,15 @@ def lattice_membership(
     ref = np.asarray(reference, dtype=bool) & np.all(np.isfinite(xy), axis=1)
     if ref.sum() < min_reference:
         return None, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
     r = geometry.scattering_vectors(xy[:, 0], xy[:, 1])
-    basis, _, _ = index_reciprocal_lattice(r[ref], tolerance=tolerance)
+    used = np.flatnonzero(ref)
+    if len(used) > max_reference:
+        used = np.sort(rng.choice(used, max_reference, replace=False))
+    basis, _, _ = index_reciprocal_lattice(r[used], tolerance=tolerance)
     if basis is None:
         return None, float("nan"), float("nan")
-    phase = np.angle(_transform(basis, r[ref])) / (2 * np.pi)
+    phase = np.angle(_transform(basis, r[used])) / (2 * np.pi)
 
     def on_lattice(vectors):
         x = basis @ vectors.T - phase[:, None]
@@ -82,7 +90,6 @@ def lattice_membership(
     indexed = on_lattice(r)
     indexed[~np.all(np.isfinite(xy), axis=1)] = False
     # chance: the reference spots turned about the beam centre (same radius, so nearly the same resolution)
-    rng = np.random.default_rng(seed)
     bx, by = geometry.beam_center
     dx, dy = xy[ref, 0] - bx, xy[ref, 1] - by
     hits = []
