@@ -269,3 +269,12 @@ def test_find_spots_spares_bragg_spots_on_a_spotty_ring_that_look_like_the_frame
     assert keep["ice_ring"][grains].sum() >= 38 and keep["ice_ring"][~grains].sum() <= 2
     auto = find_spots(img, geometry=geom, ice_rings="auto").table
     assert auto.n_spots == 446 - keep["ice_ring"].sum() and not auto["ice_ring"].any()
+
+
+def test_ice_line_distance():
+    from napari_xrd.core.spots.ice import ice_line_distance
+
+    d = np.array([ICE_RING_D[0], 1.0 / (1.0 / ICE_RING_D[4] + 0.003), np.nan, -1.0, 0.0])
+    dist = ice_line_distance(d)
+    assert dist[0] == pytest.approx(0.0, abs=1e-12) and dist[1] == pytest.approx(0.003)
+    assert np.all(np.isinf(dist[2:]))

@@ -33,6 +33,7 @@ __all__ = [
     "refine_ice_probability",
     "spot_descriptors",
     "in_shells",
+    "ice_line_distance",
     "flag_ice_ring_spots",
 ]
 
@@ -67,6 +68,28 @@ def ice_ring_spots(d_spacing, *, width: float = 0.002) -> np.ndarray:
     s2 = _s(d_spacing) ** 2
     ice = 1.0 / np.asarray(ICE_RING_D) ** 2
     return np.any(np.abs(s2[:, None] - ice[None, :]) < width / 2.0, axis=1)
+
+
+def ice_line_distance(d_spacing, *, ice_d=ICE_RING_D) -> np.ndarray:
+    """Distance of each spot from the nearest ice line, in ``s = 1/d`` (Å⁻¹).
+
+    Parameters
+    ----------
+    d_spacing : (n,) array_like
+        Spot resolutions, Å.
+    ice_d : sequence of float
+        Ice-line d-spacings, Å.
+
+    Returns
+    -------
+    distance : (n,) float ndarray
+        ``min_k |1/d - 1/d_k|``; inf where ``d`` is not a positive number.
+    """
+    s = _s(d_spacing)
+    ok = np.isfinite(s) & (s > 0)
+    out = np.full(s.shape, np.inf)
+    out[ok] = np.abs(s[ok, None] - 1.0 / np.asarray(ice_d, dtype=float)[None, :]).min(axis=1)
+    return out
 
 
 def in_shells(d_spacing, shells) -> np.ndarray:
@@ -442,9 +465,7 @@ def refine_ice_probability(
     s = _s(d_spacing)
     lines = np.sort(1.0 / np.asarray(ice_d, dtype=float))
     ok = np.isfinite(s) & (s > 0) & np.all(np.isfinite(x), axis=1) & np.isfinite(prior)
-    off = np.full(len(s), np.inf)
-    off[ok] = np.abs(s[ok, None] - lines[None, :]).min(axis=1)
-    near = ok & (off < max_half_width)
+    near = ok & (ice_line_distance(d_spacing, ice_d=ice_d) < max_half_width)
     ref = ok & ~near & (s > lines[0] - reference_range) & (s < lines[-1] + reference_range)
     out = prior.copy()
     if ref.sum() < min_reference or (prior[near] > 0.5).sum() < min_grains:
@@ -518,13 +539,9 @@ def _lattice_odds(prior, d_spacing, positions, geometry, *, max_half_width: floa
     """``prior`` with the odds of spots near the lines multiplied by their lattice likelihood ratio."""
     from napari_xrd.core.spots.lattice_check import lattice_membership
 
-    s = _s(d_spacing)
-    lines = np.sort(1.0 / np.asarray(ICE_RING_D))
-    ok = np.isfinite(s) & (s > 0)
-    off = np.full(len(s), np.inf)
-    off[ok] = np.abs(s[ok, None] - lines[None, :]).min(axis=1)
+    off = ice_line_distance(d_spacing)
     near = off < max_half_width
-    indexed, rate_bragg, rate_chance = lattice_membership(positions, geometry, ok & ~near)
+    indexed, rate_bragg, rate_chance = lattice_membership(positions, geometry, np.isfinite(off) & ~near)
     if indexed is None or not rate_bragg > 2.0 * rate_chance:
         return prior
     rb, rc = np.clip(rate_bragg, min_rate, max_rate), np.clip(rate_chance, min_rate, max_rate)

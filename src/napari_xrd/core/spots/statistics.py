@@ -54,7 +54,7 @@ def frame_statistics(
         spots); ``estimated_d_min`` (Å; None with too few spots or no
         geometry).
     """
-    from napari_xrd.core.spots.ice import ICE_RING_D, ice_ring_spots
+    from napari_xrd.core.spots.ice import ice_line_distance, ice_ring_spots
 
     if not 0.0 < d_min_quantile <= 1.0:
         raise ValueError(f"d_min_quantile must be in (0, 1], got {d_min_quantile}")
@@ -74,8 +74,8 @@ def frame_statistics(
         "total_intensity": float(net[keep].sum()),
         "estimated_d_min": None,
     }
-    s = 1.0 / d[known]
-    off_lines = np.abs(s[:, None] - 1.0 / np.asarray(ICE_RING_D)[None, :]).min(axis=1) >= ice_half_width
+    off_lines = known & (ice_line_distance(d) >= ice_half_width)
     if off_lines.sum() >= min_spots_for_d_min:
-        stats["estimated_d_min"] = float(1.0 / np.quantile(s[off_lines], d_min_quantile, method="inverted_cdf"))
+        s = 1.0 / d[off_lines]
+        stats["estimated_d_min"] = float(1.0 / np.quantile(s, d_min_quantile, method="inverted_cdf"))
     return stats
