@@ -25,13 +25,19 @@ Prints (nothing is asserted):
    (measured in a child process).
 4. On a CUDA GPU (skipped without one): EIGER 16M frames per second of U-Net
    inference (fp16) per batch size, with peak GPU memory.
+5. Screening a sweep (``screening``, not in the default parts): frames per
+   second of :func:`~napari_xrd.core.spots.frames.find_spots_in_frames`
+   over a stack of full-size Pilatus 6M frames read from a ``.npy`` file,
+   in one process (torch's threads) and in one worker process per core (one
+   thread each), for both finders; the ratios compare runs on the same
+   frames in the same run.
 
 peakfinder8 is the compiled ``peakfinder_8`` of the ``ondamonitor`` package,
 called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
 
 Usage::
 
-    python benchmarks/bench_spots.py [--frames 12] [--no-ice-frames 4] [--model default] [--parts accuracy,real,speed]
+    python benchmarks/bench_spots.py [--frames 12] [--no-ice-frames 4] [--model default] [--parts accuracy,real,speed,screening]
 """
 
 from __future__ import annotations
@@ -397,6 +403,41 @@ def gpu_throughput(model: str, n_frames: int = 20):
     return out
 
 
+def screening(model: str, n_frames: int = 8):
+    """Frames per second over a sweep: one process vs one worker process per core, both finders."""
+    from napari_xrd.core.io import open_image
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
+    from napari_xrd.core.spots.frames import find_spots_in_frames
+
+    cores = os.cpu_count() or 1
+    stills = [random_still(example_rng(HELD_OUT_SEED + 700, i), detector="pilatus6m", shape=None, style="realistic")
+              for i in range(n_frames)]
+    geometry, pm = stills[0].geometry, stills[0].pixel_mask
+    print(f"\nScreening {n_frames} full-size Pilatus 6M frames from a .npy stack ({cores} cores; wall-clock; "
+          "the first frame of each run includes loading the model and starting the workers):")
+    print(f"{'method':<11} {'1 process fr/s':>15} {f'{cores} workers fr/s':>17} {'speed-up':>9} {'same spots':>11}")
+    out = {}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "sweep.npy"
+        np.save(path, np.stack([s.image for s in stills]))
+        img = open_image(path)
+        for method in ("dispersion", "unet"):
+            opts = dict(method=method, geometry=geometry, pixel_mask=pm, with_labels=False)
+            if method == "unet":
+                opts.update(model=model, device="cpu")
+            runs = {}
+            for nproc in (1, cores):
+                t = time.perf_counter()
+                counts = [table.n_spots for _, _, table in find_spots_in_frames(img, nproc=nproc, **opts)]
+                runs[nproc] = (n_frames / (time.perf_counter() - t), counts)
+            (f1, c1), (fn, cn) = runs[1], runs[cores]
+            print(f"{method:<11} {f1:>15.3f} {fn:>17.3f} {fn / f1:>9.2f} {str(c1 == cn):>11}")
+            out[method] = {"frames_per_s_1_process": f1, f"frames_per_s_{cores}_workers": fn, "speed_up": fn / f1,
+                           "same_spot_counts": c1 == cn}
+    return out
+
+
 def peak_rss(img, pm, model) -> int:
     with tempfile.TemporaryDirectory() as d:
         np.save(Path(d) / "img.npy", img)
@@ -421,7 +462,7 @@ def main(argv=None):
     p.add_argument("--model", default="default")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--parts", default="accuracy,real,speed,gpu",
-                   help="comma-separated subset of accuracy,real,speed,gpu (gpu: skipped without CUDA)")
+                   help="comma-separated subset of accuracy,real,speed,gpu,screening (gpu: skipped without CUDA)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -436,6 +477,8 @@ def main(argv=None):
         results["speed"] = speed(args.model)
     if "gpu" in parts:
         results["gpu"] = gpu_throughput(args.model)
+    if "screening" in parts:
+        results["screening"] = screening(args.model)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
 

@@ -12,10 +12,16 @@ def add_parser(sub) -> None:
         description="Find Bragg spots in one frame, a chosen frame of a stack, or every frame. "
         "Positions are (x=fast, y=slow) pixels in the DIALS corner convention (first pixel centre at 0.5, 0.5).",
     )
-    p.add_argument("file", metavar="FILE", help="image file (CBF, SMV/.img, NeXus/HDF5, TIFF, .npy, ...)")
+    p.add_argument("file", metavar="FILE", help="image file (CBF, SMV/.img, NeXus/HDF5, TIFF, .npy, ...); a directory or a quoted "
+                   "glob pattern (\"sweep_*.cbf\") opens a numbered series as one stack")
     frames = p.add_mutually_exclusive_group()
     frames.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
     frames.add_argument("--all", action="store_true", help="every frame")
+    frames.add_argument("--frames", metavar="SPEC", default=None,
+                        help="frames to search, 0-based: indices and inclusive ranges, e.g. 0-99,120 (-1 = last)")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="worker processes, one frame each at a time with one CPU thread (default 1); on the CPU, one "
+                   "per core screens a sweep fastest")
     p.add_argument("--method", choices=["dispersion", "unet"], default="dispersion")
     p.add_argument("--algorithm", choices=["dispersion_extended", "dispersion"], default="dispersion_extended",
                    help="dispersion threshold algorithm (default dispersion_extended, as DIALS)")
@@ -56,7 +62,11 @@ def add_parser(sub) -> None:
     p.add_argument("--summary", action="store_true",
                    help="one line (or JSON entry) per frame instead of the spots: spot count, count off the ice "
                    "rings, count at d >= 4 Å, total intensity over background, estimated resolution limit")
-    p.add_argument("--json", action="store_true", help="print JSON: one entry per spot (per frame with --summary)")
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true",
+                        help="print JSON when done: one entry per spot (per frame with --summary)")
+    output.add_argument("--jsonl", action="store_true",
+                        help="print JSON Lines as each frame is done: one line per spot (per frame with --summary)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -107,8 +117,8 @@ def spot_geometry(img, beam_center="header", *, frame: int = 0):
     return img.geometry.replace(beam_center=(float(fast), float(slow))), None
 
 
-def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center="header", geometry=None,
-                  **options) -> list[dict]:
+def spots_in_file(path, *, frames=None, nproc: int = 1, progress=None, cancel=None, beam_center="header",
+                  geometry=None, **options) -> list[dict]:
     """Spots of frames of an image file, as JSON-ready dicts.
 
     Parameters
@@ -116,6 +126,9 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center=
     path : str or Path
     frames : sequence of int, optional
         Frame indices (default: frame 0).
+    nproc : int
+        Worker processes (see
+        :func:`~napari_xrd.core.spots.frames.find_spots_in_frames`).
     beam_center : "header", "estimate" or (fast, slow)
         See :func:`spot_geometry`; an estimate is made on the first of
         ``frames`` and used for all.
@@ -137,49 +150,34 @@ def spots_in_file(path, *, frames=None, progress=None, cancel=None, beam_center=
         signal-to-noise ratio over the local background).
     """
     from napari_xrd.core.io import open_image
-    from napari_xrd.core.progress import report
-    from napari_xrd.core.spots import find_spots
 
     img = open_image(path)
     frames = [0] if frames is None else list(frames)
     if geometry is None:
         geometry, _ = spot_geometry(img, beam_center, frame=frames[0])
-    out = []
-    for k, f in enumerate(frames):
-        res = find_spots(img.frame(f), geometry=geometry, pixel_mask=img.pixel_mask, cancel=cancel, **options)
-        for row in res.table.rows():
-            out.append({"frame": int(f), **row})
-        report(progress, k + 1, len(frames), f"frame {f}: {res.table.n_spots} spots")
-    return out
+    return [{"frame": int(f), **row}
+            for f, _, table in _frame_tables(img, frames, geometry, nproc, progress, cancel, options)
+            for row in table.rows()]
 
 
-def frame_summaries(spots, frames) -> list[dict]:
-    """Per-frame screening figures (:func:`~napari_xrd.core.spots.frame_statistics`) of ``spots_in_file``'s rows.
+def _frame_tables(img, frames, geometry, nproc, progress, cancel, options):
+    from napari_xrd.core.spots.frames import find_spots_in_frames
 
-    Returns
-    -------
-    list of dict
-        One per frame in ``frames``, in order: ``frame`` and the figures.
-    """
-    import numpy as np
+    return find_spots_in_frames(img, frames, nproc=nproc, geometry=geometry, with_labels=False, progress=progress,
+                                cancel=cancel, **options)
 
+
+def frame_summary(frame: int, table) -> dict:
+    """One frame's screening figures (:func:`~napari_xrd.core.spots.frame_statistics`), with ``frame``."""
     from napari_xrd.core.spots import frame_statistics
 
-    by_frame = {int(f): [] for f in frames}
-    for row in spots:
-        by_frame.setdefault(row["frame"], []).append(row)
-    out = []
-    for f in frames:
-        rows = by_frame[int(f)]
-        table = {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows], dtype=float)
-                 for k in ("d", "intensity", "background")}
-        table["beamstop_shadow"] = np.array([bool(r.get("beamstop_shadow", False)) for r in rows], dtype=bool)
-        out.append({"frame": int(f), **frame_statistics(table)})
-    return out
+    return {"frame": int(frame), **frame_statistics(table)}
 
 
 def _format_summaries(path, summaries) -> str:
-    lines = [f"{path}", f"{'frame':>6} {'#spots':>7} {'#no_ice':>7} {'#d>=4A':>7} {'total_intensity':>16} {'d_min':>6}"]
+    """The summary table's title and header (with ``path``), or its rows (``path`` None)."""
+    lines = [] if path is None else [
+        f"{path}", f"{'frame':>6} {'#spots':>7} {'#no_ice':>7} {'#d>=4A':>7} {'total_intensity':>16} {'d_min':>6}"]
     for s in summaries:
         d_min = "" if s["estimated_d_min"] is None else f"{s['estimated_d_min']:.2f}"
         lines.append(f"{s['frame']:>6} {s['n_spots']:>7} {s['n_spots_no_ice']:>7} {s['n_spots_4A']:>7} "
@@ -192,13 +190,21 @@ def run(args) -> int:
 
     from napari_xrd.core.io import open_image
     from napari_xrd.core.progress import tqdm_progress
+    from napari_xrd.core.spots.frames import parse_frames
 
     beam_center = parse_beam_center(args.beam_center)
     img = open_image(args.file)
     n = img.n_frames
-    frames = range(n) if args.all else [args.frame]
-    if not args.all and not -n <= args.frame < n:
-        raise ValueError(f"{args.file}: frame {args.frame} out of range (0..{n - 1})")
+    if args.frames is not None:
+        frames = parse_frames(args.frames, n)
+    elif args.all:
+        frames = list(range(n))
+    else:
+        if not -n <= args.frame < n:
+            raise ValueError(f"{args.file}: frame {args.frame} out of range (0..{n - 1})")
+        frames = [args.frame]
+    if args.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {args.nproc}")
     options = dict(
         method=args.method,
         algorithm=args.algorithm,
@@ -219,35 +225,48 @@ def run(args) -> int:
         min_spot_snr=args.min_spot_snr,
         ring_background=args.ring_background,
     )
-    if beam_center != "header":  # resolved once here, reported, and passed on
-        geometry, estimate = spot_geometry(img, beam_center, frame=frames[0])
+    if args.threads is None:
+        del options["threads"]  # workers default to one thread each, a single process to torch's setting
+    geometry, estimate = spot_geometry(img, beam_center, frame=frames[0])
+    if beam_center != "header":  # resolved once here, reported, and used for every frame
         f, s = geometry.beam_center
         how = (f"estimated on frame {frames[0]} ({estimate.method}, ± {estimate.uncertainty_px:.2f} px, "
                f"tilt {estimate.tilt_deg:.2f}°)" if estimate is not None else "given")
         if not args.quiet:
             print(f"{args.file}: beam centre {f:.2f}, {s:.2f} px, {how}", file=sys.stderr)
-        options["geometry"] = geometry
-    with tqdm_progress("spots", disable=args.quiet or args.json or None) as bar:
-        spots = spots_in_file(args.file, frames=frames, progress=bar, **options)
-    if args.summary:
-        summaries = frame_summaries(spots, frames)
-        if args.json:
-            json.dump(summaries, sys.stdout)
-            sys.stdout.write("\n")
-        else:
-            print(_format_summaries(args.file, summaries))
-    elif args.json:
-        json.dump(spots, sys.stdout)
+
+    # each frame's result is printed (or kept, for --json) as soon as it is in, in frame order
+    kept, shown, counts = [], [], []
+    if args.summary and not (args.json or args.jsonl):
+        print(_format_summaries(args.file, []), flush=True)
+    with tqdm_progress("spots", disable=args.quiet or args.json or args.jsonl or None) as bar:
+        for f, _, table in _frame_tables(img, frames, geometry, args.nproc, bar, None, options):
+            if args.summary:
+                summary = frame_summary(f, table)
+                if args.jsonl:
+                    print(json.dumps(summary), flush=True)
+                elif args.json:
+                    kept.append(summary)
+                else:
+                    print(_format_summaries(None, [summary]), flush=True)
+                continue
+            rows = [{"frame": int(f), **row} for row in table.rows()]
+            if args.jsonl:
+                sys.stdout.write("".join(json.dumps(r) + "\n" for r in rows))
+                sys.stdout.flush()
+            elif args.json:
+                kept.extend(rows)
+            else:
+                print(f"{args.file} frame {f}: {len(rows)} spots", flush=True)
+                counts.append(len(rows))
+                if sum(counts) <= 50:
+                    shown.extend(rows)
+    if args.json:
+        json.dump(kept, sys.stdout)
         sys.stdout.write("\n")
-    else:
-        per_frame = {}
-        for s in spots:
-            per_frame[s["frame"]] = per_frame.get(s["frame"], 0) + 1
-        for f in frames:
-            print(f"{args.file} frame {f}: {per_frame.get(f, 0)} spots")
-        if len(spots) and len(spots) <= 50:
-            print(f"{'frame':>5} {'x':>9} {'y':>9} {'intensity':>11} {'size':>5} {'d':>7}")
-            for s in spots:
-                d = "" if s["d"] is None else f"{s['d']:.2f}"
-                print(f"{s['frame']:>5} {s['x']:9.2f} {s['y']:9.2f} {s['intensity']:11.1f} {s['size']:>5} {d:>7}")
+    elif not args.summary and not args.jsonl and 0 < sum(counts) <= 50:
+        print(f"{'frame':>5} {'x':>9} {'y':>9} {'intensity':>11} {'size':>5} {'d':>7}")
+        for s in shown:
+            d = "" if s["d"] is None else f"{s['d']:.2f}"
+            print(f"{s['frame']:>5} {s['x']:9.2f} {s['y']:9.2f} {s['intensity']:11.1f} {s['size']:>5} {d:>7}")
     return 0

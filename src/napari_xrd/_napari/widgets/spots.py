@@ -162,8 +162,7 @@ class SpotsWidget(Container):
         """Start spot finding in a worker thread (the Find spots button)."""
         from napari.qt.threading import thread_worker
 
-        from napari_xrd.core.progress import Cancelled
-        from napari_xrd.core.spots import find_spots
+        from napari_xrd.core.spots.frames import find_spots_in_frames
 
         layer = self._image.value
         if layer is None:
@@ -185,12 +184,10 @@ class SpotsWidget(Container):
         @thread_worker
         def work():
             n = len(frames)
-            for k, f in enumerate(frames):
-                if is_cancelled():
-                    raise Cancelled("cancelled by the user")
-                frame = np.asarray(data if data.ndim == 2 else data[f])
-                res = find_spots(frame, geometry=geometry, pixel_mask=pixel_mask, cancel=is_cancelled, **options)
-                yield {"frame": f, "labels": res.labels, "table": res.table, "done": k + 1, "total": n}
+            found = find_spots_in_frames(data, frames, geometry=geometry, pixel_mask=pixel_mask, cancel=is_cancelled,
+                                         **options)
+            for k, (f, labels, table) in enumerate(found):
+                yield {"frame": f, "labels": labels, "table": table, "done": k + 1, "total": n}
             return n
 
         worker = work()
