@@ -189,3 +189,33 @@ def test_widget_reports_how_far_the_spots_reach(make_napari_viewer, qtbot):
     qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=20000)
     d_min = frame_statistics(find_spots(img, geometry=geom, pixel_mask=pm).table)["estimated_d_min"]
     assert d_min is not None and f"spots reach {d_min:.2f} Å" in w._count.value
+
+
+def test_widget_on_a_sweep_too_large_for_a_plain_labels_array(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    # 200 000 frames of 512 x 512: as a plain int32 array the spot labels would take 210 GB
+    import tempfile
+
+    import dask.array as da
+
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    n_frames, shape = 200_000, (512, 512)
+    frame = _frame(7, shape=shape, n=12)
+    zeros = da.zeros((n_frames,) + shape, chunks=(1,) + shape, dtype=np.float32)
+    sweep = da.concatenate([zeros[:150_000], da.from_array(frame[None]), zeros[150_001:]])
+    viewer = make_napari_viewer()
+    _add_image(viewer, sweep)
+    viewer.dims.set_current_step(0, 150_000)
+    w = SpotsWidget(viewer)
+    w._frames.value = "current"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=30000)
+    labels = viewer.layers["img spots"].data
+    assert labels.shape == sweep.shape
+    expected = find_spots(frame, geometry=viewer.layers["img"].metadata["geometry"],
+                          pixel_mask=viewer.layers["img"].metadata["pixel_mask"])
+    np.testing.assert_array_equal(labels[150_000], expected.labels)
+    assert expected.table.n_spots > 0 and not labels[149_999].any()
+    assert np.all(viewer.layers["img spot centres"].data[:, 0] == 150_000)
+    assert not list(tmp_path.glob("napari-xrd-*"))  # the backing file is gone already (POSIX)

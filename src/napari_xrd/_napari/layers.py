@@ -42,6 +42,7 @@ __all__ = [
     "overlay_layers",
     "find_xrd_image_layers",
     "mask_labels",
+    "stack_zeros",
     "colormap",
     "MASK_LABEL_NAMES",
 ]
@@ -64,6 +65,43 @@ def mask_labels(pixel_mask: np.ndarray) -> np.ndarray:
     for bit, label in reversed(_MASK_LABELS):
         out[(pm & bit) != 0] = label
     return out
+
+
+def stack_zeros(shape, dtype=np.int32) -> np.ndarray:
+    """A zero-filled array for a layer as large as an image stack, memory spent only where written.
+
+    A Labels layer matching a sweep of a few thousand frames would need tens
+    of GB as a plain array.  For 3-D shapes this is a memory map of a sparse
+    temporary file (``TMPDIR``), unlinked at once where the system allows, so
+    nothing is left behind: untouched frames cost neither memory nor disk,
+    and napari paints into it like any array.  2-D shapes get ``np.zeros``.
+
+    Parameters
+    ----------
+    shape : tuple of int
+    dtype : numpy dtype
+
+    Returns
+    -------
+    ndarray (``np.memmap`` for 3-D shapes)
+    """
+    import os
+    import tempfile
+
+    shape = tuple(int(n) for n in shape)
+    if len(shape) < 3:
+        return np.zeros(shape, dtype=dtype)
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    with tempfile.NamedTemporaryFile(prefix="napari-xrd-", suffix=".labels", delete=False) as fh:
+        fh.truncate(nbytes)  # a hole: reads as zeros, takes no disk until written
+    data = np.memmap(fh.name, dtype=dtype, mode="r+", shape=shape)
+    try:
+        os.unlink(fh.name)  # POSIX: the mapping keeps the file's pages; nothing is left behind
+    except OSError:  # Windows: the file is open; remove it when Python exits
+        import atexit
+
+        atexit.register(lambda: os.path.exists(fh.name) and os.unlink(fh.name))
+    return data
 
 
 def colormap(kind: str = "gray", *, inverted: bool = False):

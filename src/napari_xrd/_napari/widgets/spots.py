@@ -11,9 +11,12 @@ sigma_azimuthal, snr, ice_ring, ice_probability, beamstop_shadow, frame).
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
 
+from napari_xrd._napari.layers import stack_zeros
 from napari_xrd.core.coords import dials_to_napari
 
 __all__ = ["SpotsWidget", "shell_table"]
@@ -117,6 +120,8 @@ class SpotsWidget(Container):
         self._worker = None
         self._cancel_requested = False
         self._tables: dict[tuple[str, int], object] = {}
+        self._last_points_update = -float("inf")
+        self._stale = None  # (image layer, labels, points) with results not yet shown
         self._method.changed.connect(self._update_enabled)
         self._run.clicked.connect(self.run)
         self._cancel.clicked.connect(self.cancel)
@@ -214,6 +219,7 @@ class SpotsWidget(Container):
         self._count.value = "cancelled" if isinstance(exc, Cancelled) else f"error: {exc}"
 
     def _on_finished(self):
+        self._flush()  # a cancelled or failed sweep: show the frames that were done
         self._worker = None
         self._run.enabled = True
         self._cancel.enabled = False
@@ -229,7 +235,8 @@ class SpotsWidget(Container):
         if not isinstance(labels, Labels) or labels.data.shape != layer.data.shape:
             if labels is not None:
                 self._viewer.layers.remove(labels)
-            labels = self._viewer.add_labels(np.zeros(layer.data.shape, dtype=np.int32), name=lname, opacity=0.6)
+            # a sweep's worth of labels: memory only for the frames that get spots
+            labels = self._viewer.add_labels(stack_zeros(layer.data.shape, np.int32), name=lname, opacity=0.6)
         points = self._viewer.layers[pname] if pname in self._viewer.layers else None
         if not isinstance(points, Points):
             points = self._viewer.add_points(
@@ -246,9 +253,30 @@ class SpotsWidget(Container):
         if layer.data.ndim == 2:
             labels.data = lab
         else:
-            labels.data[f] = lab
-            labels.refresh()
+            old = labels.data[f]
+            np.copyto(old, lab, where=(lab != 0) | (old != 0))  # only where spots are or were: the rest stays sparse
         self._tables[(layer.name, f)] = table
+        self._progress.value = r["done"]
+        # the Points layer holds every frame's spots; over a long sweep rebuild it at most every second
+        now = time.monotonic()
+        last = r["done"] == r["total"]
+        self._stale = (layer, labels, points)
+        if last or now - self._last_points_update >= 1.0:
+            self._flush()
+        self._update_count(layer, f, table)
+
+    def _flush(self):
+        """Show what the worker has sent since the last update (labels of a stack, the Points layer)."""
+        if self._stale is None:
+            return
+        layer, labels, points = self._stale
+        self._stale = None
+        self._last_points_update = time.monotonic()
+        if layer.data.ndim == 3:
+            labels.refresh()
+        self._update_points(layer, points)
+
+    def _update_points(self, layer, points):
         coords = []
         feats = {k: [] for k in ("intensity", "d", "size", "sigma_radial", "sigma_azimuthal", "snr", "ice_ring",
                                  "ice_probability", "beamstop_shadow", "frame")}
@@ -277,9 +305,11 @@ class SpotsWidget(Container):
             colours[np.asarray(points.features["ice_ring"], bool)] = (0.0, 1.0, 1.0, 1.0)
             colours[np.asarray(points.features["beamstop_shadow"], bool)] = (1.0, 0.0, 1.0, 1.0)
             points.border_color = colours
-        self._progress.value = r["done"]
+
+    def _update_count(self, layer, f, table):
         n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
-        count = f"{len(table)} in frame {f}" + (f" ({len(data)} in all frames)" if layer.data.ndim == 3 else "")
+        n_all = sum(len(t) for (name, _), t in self._tables.items() if name == layer.name)
+        count = f"{len(table)} in frame {f}" + (f" ({n_all} in all frames)" if layer.data.ndim == 3 else "")
         n_shadow = int(np.count_nonzero(table["beamstop_shadow"])) if "beamstop_shadow" in table else 0
         from napari_xrd.core.spots.statistics import frame_statistics
 
