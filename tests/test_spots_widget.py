@@ -78,12 +78,20 @@ def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtb
     assert lab.shape == stack.shape
     assert lab[1].any() and not lab[0].any() and not lab[2].any()
     assert np.all(viewer.layers["img spot centres"].data[:, 0] == 1)
-    # then all frames: every frame gets its spots, points carry their frame
+    # then all frames, in two worker processes: every frame gets its spots, points carry their frame
+    assert not w._workers.enabled
     w._frames.value = "all"
+    assert w._workers.enabled
+    w._workers.value = 2
     w.run()
-    qtbot.waitUntil(lambda: w._worker is None and viewer.layers["img spots"].data[2].any(), timeout=30000)
+    qtbot.waitUntil(lambda: w._worker is None and viewer.layers["img spots"].data[2].any(), timeout=60000)
     frames = viewer.layers["img spot centres"].features["frame"]
     assert set(np.unique(frames)) == {0, 1, 2}
+    layer = viewer.layers["img"]
+    for f in range(3):
+        expected = find_spots(stack[f], geometry=layer.metadata["geometry"], pixel_mask=layer.metadata["pixel_mask"])
+        np.testing.assert_array_equal(viewer.layers["img spots"].data[f], expected.labels)
+        assert np.count_nonzero(frames == f) == expected.table.n_spots
 
 
 def test_widget_cancel(make_napari_viewer, qtbot):

@@ -11,10 +11,11 @@ sigma_azimuthal, snr, ice_ring, ice_probability, beamstop_shadow, frame).
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton
+from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressBar, PushButton, SpinBox
 
 from napari_xrd._napari.layers import stack_zeros
 from napari_xrd.core.coords import dials_to_napari
@@ -98,6 +99,9 @@ class SpotsWidget(Container):
                                "cross-check of the beam centre passes (apply the beam centre first if the header's "
                                "is off); on: always; off: never")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
+        self._workers = SpinBox(label="workers", min=1, max=max(os.cpu_count() or 1, 1), value=1,
+                                tooltip="all frames: worker processes, one frame each at a time with one CPU thread "
+                                "(on the CPU, one per core is fastest); keep 1 with a GPU")
         self._ice = ComboBox(label="ice rings", choices=["auto", "filter", "keep"], value="auto",
                              tooltip="needs the detector geometry. auto: on a frame with spotty ice, drop the spots "
                              "more likely ice grains than Bragg spots; filter: drop spots on every ice ring (DIALS "
@@ -113,7 +117,7 @@ class SpotsWidget(Container):
         super().__init__(
             widgets=[
                 self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._rings,
-                self._frames,
+                self._frames, self._workers,
                 self._ice, self._shadow, self._run, self._cancel, self._progress, self._count, self._shells,
             ]
         )
@@ -123,6 +127,7 @@ class SpotsWidget(Container):
         self._last_points_update = -float("inf")
         self._stale = None  # (image layer, labels, points) with results not yet shown
         self._method.changed.connect(self._update_enabled)
+        self._frames.changed.connect(self._update_enabled)
         self._run.clicked.connect(self.run)
         self._cancel.clicked.connect(self.cancel)
         napari_viewer.layers.events.inserted.connect(self._refresh)
@@ -145,6 +150,7 @@ class SpotsWidget(Container):
         self._rings.enabled = unet
         self._sigma.enabled = not unet
         self._gain.enabled = not unet
+        self._workers.enabled = self._frames.value == "all"
 
     # ------------------------------------------------------------ running
     def _frame_indices(self, layer) -> list[int]:
@@ -183,14 +189,15 @@ class SpotsWidget(Container):
         pixel_mask = layer.metadata.get("pixel_mask")
         options = self._options(geometry is not None)
         self._model_record = _model_record(options)
+        nproc = int(self._workers.value) if len(frames) > 1 else 1
         self._cancel_requested = False
         is_cancelled = lambda: self._cancel_requested  # noqa: E731
 
         @thread_worker
         def work():
             n = len(frames)
-            found = find_spots_in_frames(data, frames, geometry=geometry, pixel_mask=pixel_mask, cancel=is_cancelled,
-                                         **options)
+            found = find_spots_in_frames(data, frames, nproc=nproc, geometry=geometry, pixel_mask=pixel_mask,
+                                         cancel=is_cancelled, **options)
             for k, (f, labels, table) in enumerate(found):
                 yield {"frame": f, "labels": labels, "table": table, "done": k + 1, "total": n}
             return n

@@ -124,7 +124,10 @@ def find_spots_in_frames(
         Worker processes.  1 runs in this process.  Above 1, each worker
         runs one frame at a time with ``threads`` CPU threads (default 1),
         and at most ``2 · nproc`` frames are read ahead.  Meant for the CPU;
-        with a GPU, one process already keeps it busy.
+        with a GPU, one process already keeps it busy.  Workers are started
+        with "spawn", so a script that calls this must, as for any Python
+        multiprocessing, keep its top level under ``if __name__ ==
+        "__main__":``.
     geometry : DetectorGeometry, optional
     pixel_mask : (n_slow, n_fast) array_like, optional
         0 = good pixel.
