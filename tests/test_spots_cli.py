@@ -9,11 +9,11 @@ from napari_xrd.cli import main
 from napari_xrd.core.spots import find_spots
 
 
-def _image(seed=0, shape=(80, 100)):
+def _image(seed=0, shape=(80, 100), n_spots=6):
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[: shape[0], : shape[1]]
     lam = np.full(shape, 6.0)
-    for y, x in rng.uniform(8, [shape[0] - 8, shape[1] - 8], (6, 2)):
+    for y, x in rng.uniform(8, [shape[0] - 8, shape[1] - 8], (n_spots, 2)):
         lam += 300 / (2 * np.pi) * np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / 2)
     return rng.poisson(lam).astype(np.int32)
 

@@ -10,15 +10,8 @@ from napari_xrd.cli import main
 from napari_xrd.core.progress import Cancelled
 from napari_xrd.core.spots import find_spots
 from napari_xrd.core.spots.frames import find_spots_in_frames, parse_frames
-
-
-def _frame(seed, shape=(70, 90), n_spots=5):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[: shape[0], : shape[1]]
-    lam = np.full(shape, 4.0)
-    for y, x in rng.uniform(8, [shape[0] - 8, shape[1] - 8], (n_spots, 2)):
-        lam += 250 / (2 * np.pi) * np.exp(-((yy + 0.5 - y) ** 2 + (xx + 0.5 - x) ** 2) / 2)
-    return rng.poisson(lam).astype(np.int32)
+from tests.test_io_smv import write_smv
+from tests.test_spots_cli import _image as _frame
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +80,6 @@ def test_bad_nproc_and_frame_index(stack):
 
 
 def test_unreadable_frame_of_a_series_names_the_file_after_earlier_frames(tmp_path, capsys):
-    from tests.test_io_smv import write_smv
-
     for k in range(3):
         write_smv(tmp_path / f"sweep_{k + 1:03d}.img", _frame(k).astype(np.uint16))
     bad = tmp_path / "sweep_003.img"
