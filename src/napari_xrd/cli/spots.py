@@ -55,6 +55,10 @@ def add_parser(sub) -> None:
                    help="U-Net: make the water and ice rings' profile in 2θ part of the input's background, so that "
                    "weak spots on narrow rings are seen (needs the geometry, beam centre good to a pixel or so): "
                    "auto = where a cross-check of the beam centre passes (default); on; off")
+    p.add_argument("--large-spots", choices=["auto", "on", "off"], default="auto",
+                   help="U-Net: a second pass on 2x2-binned pixels for large faint spots (streaks): auto = on frames "
+                   "whose spots are wide (median extent >= 2 px; needs the geometry) and without spotty ice "
+                   "(default); on; off")
     p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "
@@ -224,6 +228,7 @@ def run(args) -> int:
         beamstop_shadow=args.beamstop_shadow,
         min_spot_snr=args.min_spot_snr,
         ring_background=args.ring_background,
+        large_spots=args.large_spots,
     )
     if args.threads is None:
         del options["threads"]  # workers default to one thread each, a single process to torch's setting

@@ -48,10 +48,12 @@ __all__ = [
     "ICE_RING_D",
     "ICE_RING_MODES",
     "SHADOW_MODES",
+    "LARGE_SPOT_MODES",
 ]
 
 METHODS = ("dispersion", "unet")
 SHADOW_MODES = ("auto", "keep")
+LARGE_SPOT_MODES = ("auto", "on", "off")
 #: ``find_spots(method="unet")``'s default ``min_spot_snr``
 UNET_MIN_SNR = 3.0
 
@@ -126,6 +128,7 @@ def find_spots(
     beamstop_shadow: str = "auto",
     min_spot_snr: float | None = None,
     ring_background: str = "auto",
+    large_spots: str = "auto",
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -194,6 +197,13 @@ def find_spots(
         narrow water or ice rings are found that the blocks alone hide; it
         needs the geometry's beam centre to a pixel or so
         (:func:`~napari_xrd.core.spots.inference.frame_background`).
+    large_spots : {"auto", "on", "off"}
+        U-Net only: a second pass on 2 × 2-binned pixels finds large faint
+        spots (streaks) that no single pixel shows, and adds those the first
+        pass did not touch (:mod:`~napari_xrd.core.spots.coarse`).  "auto":
+        on frames whose spots are wide (median RMS extent of 2 px or more;
+        needs ``geometry``) and without spotty ice; "on": always; "off":
+        never.
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -209,6 +219,8 @@ def find_spots(
         raise ValueError(f"unknown ice_rings {ice_rings!r}; use one of {', '.join(ICE_RING_MODES)}")
     if beamstop_shadow not in SHADOW_MODES:
         raise ValueError(f"unknown beamstop_shadow {beamstop_shadow!r}; use one of {', '.join(SHADOW_MODES)}")
+    if large_spots not in LARGE_SPOT_MODES:
+        raise ValueError(f"unknown large_spots {large_spots!r}; use one of {', '.join(LARGE_SPOT_MODES)}")
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
@@ -252,6 +264,17 @@ def find_spots(
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
     table = spot_table(labels, image, geometry=geometry)
+    if method == "unet" and large_spots != "off":
+        from napari_xrd.core.spots.coarse import coarse_spot_mask, wants_coarse_pass
+
+        if large_spots == "on" or wants_coarse_pass(table, geometry=geometry, pixel_mask=pixel_mask):
+            extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
+                                     model=model, device=device, batch_size=batch_size, threads=threads,
+                                     ring_background=ring_background, cancel=cancel)
+            extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
+            if extra.any():  # numbered after the first pass's spots: rows stay label order
+                labels = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
+                table = spot_table(labels, image, geometry=geometry)
     table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
     min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
     if min_snr is not None and min_snr > 0:

@@ -1,0 +1,146 @@
+"""A second U-Net look at 2 × 2-binned pixels, for large faint spots.
+
+Spots spread over many pixels (streaks from a mosaic crystal, wide spots at
+long wavelength or from a large beam) can be well above their background in
+total while no single pixel stands out: the U-Net, which judges pixels in
+their neighbourhood, misses some of them.  Summing 2 × 2 pixels halves a
+spot's width in pixels and doubles its per-pixel signal-to-noise ratio
+(four Poisson counts add up to one), which brings such a spot back to the
+sizes and contrasts the network was trained on: the binned frame is what a
+detector with pixels twice as large would have recorded.
+
+:func:`coarse_spot_mask` runs the network on the binned frame and returns,
+at full resolution, the spots it finds that the full-resolution pass did not
+touch.  :func:`wants_coarse_pass` is ``find_spots(large_spots="auto")``'s
+choice: frames whose spots are wide, without spotty ice (on those, binned
+ice grains look like Bragg spots to the network, which has learnt to ignore
+them only at full resolution).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["bin_frame", "binned_geometry", "coarse_spot_mask", "wants_coarse_pass", "WIDE_SPOT_PX"]
+
+#: median RMS extent (px, the larger of radial and azimuthal) of a frame's spots above which "auto" bins
+WIDE_SPOT_PX = 2.0
+
+
+def bin_frame(image, valid, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Sum ``factor × factor`` pixels.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Counts; invalid pixels are not added.
+    valid : (n_slow, n_fast) bool array_like
+    factor : int
+
+    Returns
+    -------
+    binned : (n_slow // factor, n_fast // factor) float32 ndarray
+        A trailing row or column that does not fill a bin is left out.
+    binned_valid : same shape, bool
+        True where all the bin's pixels are valid: a bin that is partly gap
+        would look like a fainter pixel.
+    """
+    image = np.asarray(image)
+    valid = np.asarray(valid, dtype=bool) & np.isfinite(image)
+    ny, nx = (n // factor * factor for n in image.shape)
+    counts = np.where(valid, image, 0).astype(np.float32)[:ny, :nx]
+    shape = (ny // factor, factor, nx // factor, factor)
+    return counts.reshape(shape).sum(axis=(1, 3)), valid[:ny, :nx].reshape(shape).all(axis=(1, 3))
+
+
+def binned_geometry(geometry, factor: int = 2):
+    """The detector seen with pixels ``factor`` times larger (corner convention: the beam centre scales)."""
+    ny, nx = geometry.shape
+    fast, slow = geometry.beam_center
+    return geometry.replace(shape=(ny // factor, nx // factor), pixel_size=geometry.pixel_size * factor,
+                            beam_center=(fast / factor, slow / factor))
+
+
+def wants_coarse_pass(table, *, geometry=None, pixel_mask=None, wide_px: float = WIDE_SPOT_PX) -> bool:
+    """Whether a frame's spots call for the binned pass ("auto").
+
+    Parameters
+    ----------
+    table : SpotTable
+        The full-resolution pass's spots (``sigma_radial``, ``sigma_azimuthal``
+        and ``d``: they need the geometry).
+    geometry : DetectorGeometry, optional
+        Without it: False.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+    wide_px : float
+        The median over spots of the larger of the two RMS extents must
+        reach this (px).
+
+    Returns
+    -------
+    bool
+        True for a frame of wide spots without spotty ice.
+    """
+    if geometry is None or len(table) < 5:
+        return False
+    from napari_xrd.core.spots.ice import contaminated_ice_shells
+
+    extent = np.fmax(np.asarray(table["sigma_radial"], float), np.asarray(table["sigma_azimuthal"], float))
+    if not np.isfinite(extent).any() or np.nanmedian(extent) < wide_px:
+        return False
+    return not len(contaminated_ice_shells(table["d"], geometry=geometry, pixel_mask=pixel_mask))
+
+
+def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold: float = 0.5, factor: int = 2,
+                     **predict_options) -> np.ndarray:
+    """Spot pixels that only the binned frame shows.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Raw counts.
+    found : (n_slow, n_fast) bool array_like
+        The full-resolution pass's spot pixels.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        0 = good pixel.
+    geometry : DetectorGeometry, optional
+        The full frame's; binned for the network's ring background.
+    threshold : float
+        Probability threshold on the binned frame.
+    factor : int
+        Binning.
+    **predict_options
+        Passed to :func:`~napari_xrd.core.spots.inference.predict_spot_probability`
+        (``model``, ``device``, ``batch_size``, ``threads``,
+        ``ring_background``, ``cancel``).
+
+    Returns
+    -------
+    (n_slow, n_fast) bool ndarray
+        The full-resolution valid pixels of each binned spot that touches no
+        pixel of ``found`` (nor a neighbour of one): a spot the first pass
+        found keeps its own outline and centroid.
+    """
+    from scipy import ndimage
+
+    from napari_xrd.core.spots.inference import predict_spot_probability
+
+    image = np.asarray(image)
+    valid = np.isfinite(image) & (np.nan_to_num(image) >= 0)
+    if pixel_mask is not None:
+        valid &= np.asarray(pixel_mask) == 0
+    binned, binned_valid = bin_frame(image, valid, factor)
+    prob = predict_spot_probability(binned, pixel_mask=(~binned_valid).astype(np.uint32),
+                                    geometry=None if geometry is None else binned_geometry(geometry, factor),
+                                    **predict_options)
+    labels, n = ndimage.label(prob > threshold)
+    out = np.zeros(image.shape, dtype=bool)
+    if n == 0:
+        return out
+    full = np.zeros(image.shape, dtype=np.int32)
+    full[: labels.shape[0] * factor, : labels.shape[1] * factor] = np.repeat(np.repeat(labels, factor, 0), factor, 1)
+    near = ndimage.binary_dilation(np.asarray(found, dtype=bool))
+    new = np.ones(n + 1, dtype=bool)
+    new[0] = False
+    new[np.unique(full[near & (full > 0)])] = False
+    return new[full] & valid

@@ -1,0 +1,102 @@
+"""The U-Net's second look on 2 x 2-binned pixels, for large faint spots (streaks)."""
+
+import numpy as np
+import pytest
+
+from napari_xrd.core.geometry import DetectorGeometry
+from napari_xrd.core.spots import find_spots
+from napari_xrd.core.spots.coarse import bin_frame, binned_geometry, wants_coarse_pass
+from napari_xrd.core.spots.ice import ICE_RING_D
+from napari_xrd.core.spots.metrics import match_spots
+from napari_xrd.core.spots.table import SpotTable
+
+GEOMETRY = DetectorGeometry(shape=(320, 320), pixel_size=0.172, distance=200.0, beam_center=(160.0, 160.0),
+                            wavelength=1.0)
+
+
+def _streaks(seed=0, *, n_bright=10, n_faint=10, faint=70.0, shape=(320, 320), sigma=(4.0, 1.4), background=2.0):
+    """Poisson frame of streaks along the radius: bright ones (600 photons) and faint ones (SNR about 5)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[: shape[0], : shape[1]] + 0.5
+    lam = np.full(shape, background)
+    positions = []
+    for photons in [600.0] * n_bright + [faint] * n_faint:
+        y, x = rng.uniform(30, shape[0] - 30, 2)
+        angle = np.arctan2(y - 160, x - 160)
+        u = (xx - x) * np.cos(angle) + (yy - y) * np.sin(angle)
+        v = -(xx - x) * np.sin(angle) + (yy - y) * np.cos(angle)
+        lam += photons / (2 * np.pi * sigma[0] * sigma[1]) * np.exp(-(u / sigma[0]) ** 2 / 2 - (v / sigma[1]) ** 2 / 2)
+        positions.append((x, y))
+    return rng.poisson(lam).astype(np.float32), np.array(positions), n_bright
+
+
+def test_bin_frame_sums_whole_bins_and_drops_partly_masked_ones():
+    image = np.arange(5 * 7, dtype=np.float32).reshape(5, 7)
+    valid = np.ones(image.shape, bool)
+    valid[0, 0] = False
+    binned, ok = bin_frame(image, valid)
+    assert binned.shape == ok.shape == (2, 3)  # the odd last row and column are left out
+    assert binned[1, 2] == image[2:4, 4:6].sum()
+    assert not ok[0, 0] and ok[1:, :].all() and ok[0, 1:].all()
+    assert binned[0, 0] == image[0:2, 0:2].sum() - image[0, 0]  # the masked pixel is not added
+
+
+@pytest.mark.parametrize("pitch, yaw", [(0.0, 0.0), (2.0, -1.5)])
+def test_binned_geometry_sees_the_same_resolutions(pitch, yaw):
+    g = GEOMETRY.replace(pitch=pitch, yaw=yaw, beam_center=(151.3, 167.8))
+    gb = binned_geometry(g)
+    assert gb.shape == (160, 160) and gb.pixel_size == pytest.approx(0.344)
+    fast, slow = np.array([3.0, 57.5, 301.0]), np.array([10.0, 200.25, 318.0])
+    np.testing.assert_allclose(gb.resolution_at(fast / 2, slow / 2), g.resolution_at(fast, slow), rtol=1e-9)
+
+
+def _table(extent, d):
+    n = len(d)
+    return SpotTable(x=np.zeros(n), y=np.zeros(n), intensity=np.ones(n), background=np.zeros(n),
+                     size=np.full(n, 9), peak=np.ones(n), d=np.asarray(d, float),
+                     sigma_radial=np.full(n, extent), sigma_azimuthal=np.full(n, 1.0))
+
+
+def test_auto_bins_frames_of_wide_spots_without_spotty_ice():
+    near = GEOMETRY.replace(distance=60.0)  # the detector reaches 2.3 Å: the 3.9 Å ice line lies on it
+    d_low, d_high = near.d_range()
+    rng = np.random.default_rng(1)
+    d = 1 / rng.uniform(1 / d_low, 1 / d_high, 400)  # spread evenly in 1/d over the detector
+    assert wants_coarse_pass(_table(2.6, d), geometry=near)
+    assert not wants_coarse_pass(_table(1.2, d), geometry=near)  # narrow spots
+    assert not wants_coarse_pass(_table(2.6, d), geometry=None)
+    grains = np.full(120, ICE_RING_D[0]) * (1 + rng.normal(0, 2e-4, 120))  # spotty ice on the 3.9 Å line
+    assert not wants_coarse_pass(_table(2.6, np.concatenate([d, grains])), geometry=near)
+
+
+def test_binned_pass_finds_faint_streaks_and_keeps_the_first_pass_spots():
+    gained, wrong = 0, 0
+    for seed in range(5):
+        image, truth, n_bright = _streaks(seed)
+        off = find_spots(image, method="unet", geometry=GEOMETRY, large_spots="off", device="cpu")
+        auto = find_spots(image, method="unet", geometry=GEOMETRY, large_spots="auto", device="cpu")
+        assert wants_coarse_pass(off.table, geometry=GEOMETRY)  # the bright streaks are wide: "auto" bins
+        found_off = match_spots(off.table.fast_slow(), truth)[1]
+        found_auto = match_spots(auto.table.fast_slow(), truth)[1]
+        assert found_off[:n_bright].all() and found_auto[:n_bright].all()
+        assert (found_auto >= found_off).all()
+        gained += int(found_auto[n_bright:].sum() - found_off[n_bright:].sum())
+        wrong += int((~match_spots(auto.table.fast_slow(), truth)[0]).sum()
+                     - (~match_spots(off.table.fast_slow(), truth)[0]).sum())
+        # the first pass's spots come first, unchanged; labels and rows agree
+        n = off.table.n_spots
+        np.testing.assert_allclose(auto.table["x"][:n], off.table["x"])
+        np.testing.assert_array_equal(auto.labels[off.labels > 0], off.labels[off.labels > 0])
+        assert auto.labels.max() == auto.table.n_spots
+    assert gained >= 2 and wrong <= 1  # of 50 faint streaks at SNR about 5
+
+
+def test_narrow_spots_are_not_binned_and_bad_mode_is_refused():
+    from tests.test_spots_cli import _image
+
+    image = _image(3, shape=(320, 320), n_spots=20)
+    off = find_spots(image, method="unet", geometry=GEOMETRY, large_spots="off", device="cpu")
+    auto = find_spots(image, method="unet", geometry=GEOMETRY, device="cpu")
+    np.testing.assert_array_equal(auto.labels, off.labels)
+    with pytest.raises(ValueError, match="large_spots"):
+        find_spots(image, method="unet", large_spots="maybe")
