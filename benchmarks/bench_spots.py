@@ -31,13 +31,19 @@ Prints (nothing is asserted):
    in one process (torch's threads) and in one worker process per core (one
    thread each), for both finders; the ratios compare runs on the same
    frames in the same run.
+6. The ice rule on frames it was not developed on (``ice-check``, not in
+   the default parts): realistic Pilatus 6M stills of the project simulator
+   with random anomalies (``random_still``, seed 9600; ice rings on some,
+   spotty on some), U-Net spots with ``ice_rings="keep"`` and "auto": how
+   much recall the rule costs on frames without spotty ice (false alarms)
+   and how much precision it gains on frames with.
 
 peakfinder8 is the compiled ``peakfinder_8`` of the ``ondamonitor`` package,
 called directly (its Python wrapper uses ``np.float_``, gone in NumPy 2).
 
 Usage::
 
-    python benchmarks/bench_spots.py [--frames 12] [--no-ice-frames 4] [--model default] [--parts accuracy,real,speed,screening]
+    python benchmarks/bench_spots.py [--frames 12] [--no-ice-frames 4] [--model default] [--parts accuracy,real,speed,screening,ice-check]
 """
 
 from __future__ import annotations
@@ -438,6 +444,41 @@ def screening(model: str, n_frames: int = 8):
     return out
 
 
+def ice_check(model: str, n_frames: int = 40):
+    """The ice rule's false alarms and gains on independent random stills (seed 9600)."""
+    from napari_xrd.core.simulate import random_still
+    from napari_xrd.core.simulate.generate import example_rng
+
+    print(f"\nIce rule on {n_frames} random realistic Pilatus 6M stills (seed 9600), U-Net, shadow kept:")
+    print(f"{'frame':>5} {'ice':<7} {'#SNR>=5':>7} {'flagged':>7} {'keep R':>7} {'keep P':>7} {'auto R':>7} {'auto P':>7}")
+    rows = []
+    for i in range(1, n_frames + 1):
+        still = random_still(example_rng(HELD_OUT_SEED + 600, i), detector="pilatus6m", shape=None, style="realistic")
+        spots = still.spots
+        true_xy = np.column_stack([spots["fast"], spots["slow"]])
+        strong = (spots["snr"] >= 5) & spots["in_mask"]
+        res = find_spots(still.image, method="unet", pixel_mask=still.pixel_mask, geometry=still.geometry,
+                         model=model, device="cpu", ice_rings="keep", beamstop_shadow="keep")
+        xy, flagged = res.table.fast_slow(), np.asarray(res.table["ice_ring"], bool)
+        keep = spot_scores(xy, true_xy, true_weight=strong)
+        auto = spot_scores(xy[~flagged], true_xy, true_weight=strong)
+        rows.append((_ice_kind(still), keep, auto))
+        print(f"{i:>5} {rows[-1][0]:<7} {int(strong.sum()):>7} {int(flagged.sum()):>7} {keep['recall']:>7.3f} "
+              f"{keep['precision']:>7.3f} {auto['recall']:>7.3f} {auto['precision']:>7.3f}", flush=True)
+    out = {}
+    for group, kinds in (("no spotty ice", ("no-ice", "smooth")), ("spotty ice", ("spotty",))):
+        sel = [(k, a) for kind, k, a in rows if kind in kinds]
+        if not sel:
+            continue
+        mean = {f"{v}_{m}": float(np.nanmean([r[0 if v == "keep" else 1][m] for r in sel]))
+                for v in ("keep", "auto") for m in ("recall", "precision")}
+        alarms = sum(k["recall"] - a["recall"] > 0.01 for k, a in sel)
+        print(f"  {group} ({len(sel)} frames): keep R {mean['keep_recall']:.4f} P {mean['keep_precision']:.4f} | "
+              f"auto R {mean['auto_recall']:.4f} P {mean['auto_precision']:.4f}; auto loses > 0.01 recall on {alarms}")
+        out[group] = {**mean, "frames": len(sel), "frames_losing_recall": int(alarms)}
+    return out
+
+
 def peak_rss(img, pm, model) -> int:
     with tempfile.TemporaryDirectory() as d:
         np.save(Path(d) / "img.npy", img)
@@ -462,7 +503,8 @@ def main(argv=None):
     p.add_argument("--model", default="default")
     p.add_argument("--skip-speed", action="store_true")
     p.add_argument("--parts", default="accuracy,real,speed,gpu",
-                   help="comma-separated subset of accuracy,real,speed,gpu,screening (gpu: skipped without CUDA)")
+                   help="comma-separated subset of accuracy,real,speed,gpu,screening,ice-check (gpu: skipped without "
+                   "CUDA)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = p.parse_args(argv)
     parts = set(args.parts.split(","))
@@ -479,6 +521,8 @@ def main(argv=None):
         results["gpu"] = gpu_throughput(args.model)
     if "screening" in parts:
         results["screening"] = screening(args.model)
+    if "ice-check" in parts:
+        results["ice_check"] = ice_check(args.model)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=float))
 
