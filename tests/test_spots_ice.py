@@ -278,3 +278,30 @@ def test_ice_line_distance():
     dist = ice_line_distance(d)
     assert dist[0] == pytest.approx(0.0, abs=1e-12) and dist[1] == pytest.approx(0.003)
     assert np.all(np.isinf(dist[2:]))
+
+
+def test_bragg_spots_crowding_an_ice_line_of_a_still_without_ice_are_kept():
+    # U-Net spots of a simulated still without ice (see tests/data/README.md): its Bragg spots crowd the
+    # 3.897 Å line enough for the crowding test to fire, and the lattice of the spots away from the lines
+    # does not reach them; indexed from all spots, the lattice does, and they stay Bragg spots
+    import json
+    from pathlib import Path
+
+    from napari_xrd.core.detectors import DETECTORS
+    from napari_xrd.core.geometry import DetectorGeometry
+    from napari_xrd.core.masks import GAP
+    from napari_xrd.core.spots.ice import contaminated_ice_shells, spot_descriptors, spotty_ice_probability
+
+    data = json.loads((Path(__file__).parent / "data" / "still_spots_near_ice_lines.json").read_text())
+    geometry = DetectorGeometry.from_dict(data["geometry"])
+    pixel_mask = np.where(DETECTORS["pilatus6m"].gap_mask(geometry.shape), GAP, 0).astype(np.uint32)
+    table = {k: np.asarray(data[k], float) for k in ("x", "y", "d", "intensity", "size", "sigma_radial",
+                                                     "sigma_azimuthal")}
+    bragg = np.asarray(data["bragg"], bool)
+    assert len(contaminated_ice_shells(table["d"], geometry=geometry, pixel_mask=pixel_mask)) >= 1
+    p = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask,
+                               descriptors=spot_descriptors(table),
+                               positions=np.column_stack([table["x"], table["y"]]))
+    near = np.abs(1 / table["d"] - 1 / 3.897) < 0.006
+    assert bragg[near].sum() >= 8  # the crowd the test is about
+    assert np.mean(p[bragg] > 0.5) < 0.1

@@ -504,7 +504,10 @@ def spotty_ice_probability(
     geometry) the odds of each spot near a line are multiplied by how much
     likelier its lying on, or off, the lattice of the frame's other spots
     is for a grain than for a Bragg spot
-    (:func:`~napari_xrd.core.spots.lattice_check.lattice_membership`); with
+    (:func:`~napari_xrd.core.spots.lattice_check.lattice_membership`: the
+    lattice of the spots away from the lines, or of all spots where that
+    one indexes less than half as many of the spots near the lines as of
+    its own and the lattice of all indexes its own spots as well); with
     ``descriptors`` they are last refined by what the spots look like
     (:func:`refine_ice_probability`).
 
@@ -541,9 +544,17 @@ def _lattice_odds(prior, d_spacing, positions, geometry, *, max_half_width: floa
 
     off = ice_line_distance(d_spacing)
     near = off < max_half_width
-    indexed, rate_bragg, rate_chance = lattice_membership(positions, geometry, np.isfinite(off) & ~near)
+    reference = np.isfinite(off) & ~near
+    indexed, rate_bragg, rate_chance = lattice_membership(positions, geometry, reference)
     if indexed is None or not rate_bragg > 2.0 * rate_chance:
         return prior
+    if near.any() and indexed[near].mean() < 0.5 * rate_bragg:
+        # the reference spots' lattice hardly reaches the spots near the lines (few reference spots, or
+        # those of a still's low-resolution shells, can leave it ill-defined across shells): index from
+        # every spot, and keep that lattice where it indexes the reference spots at least as well
+        every, _, chance = lattice_membership(positions, geometry, np.isfinite(off))
+        if every is not None and every[reference].mean() >= rate_bragg and every[reference].mean() > 2.0 * chance:
+            indexed, rate_bragg, rate_chance = every, float(every[reference].mean()), chance
     rb, rc = np.clip(rate_bragg, min_rate, max_rate), np.clip(rate_chance, min_rate, max_rate)
     # a grain lands on the lattice by chance; a Bragg spot as often as the reference spots do
     ratio = np.where(indexed, rc / rb, (1.0 - rc) / (1.0 - rb))
