@@ -111,3 +111,14 @@ def test_cli_frames_nproc_and_json_lines(tmp_path, capsys, stack):
     assert "out of range" in capsys.readouterr().err
     assert main(["spots", str(path), "--all", "--nproc", "0"]) == 1
     assert "--nproc" in capsys.readouterr().err
+
+
+def test_spots_in_file_is_the_cli_json(tmp_path, capsys, stack):
+    from napari_xrd.cli.spots import spots_in_file
+
+    path = tmp_path / "stack.npy"
+    np.save(path, stack)
+    assert main(["spots", str(path), "--frames", "0,3", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    rows = spots_in_file(path, frames=[0, 3], nproc=2)
+    assert rows == cli and {r["frame"] for r in rows} == {0, 3}
