@@ -88,10 +88,19 @@ def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtb
     frames = viewer.layers["img spot centres"].features["frame"]
     assert set(np.unique(frames)) == {0, 1, 2}
     layer = viewer.layers["img"]
+    counts = []
     for f in range(3):
         expected = find_spots(stack[f], geometry=layer.metadata["geometry"], pixel_mask=layer.metadata["pixel_mask"])
         np.testing.assert_array_equal(viewer.layers["img spots"].data[f], expected.labels)
         assert np.count_nonzero(frames == f) == expected.table.n_spots
+        counts.append(expected.table.n_spots)
+    # the figures follow the slider: each frame's own count once it has been searched
+    for f in (0, 2, 1):
+        viewer.dims.set_current_step(0, f)
+        assert w._count.value.startswith(f"{counts[f]} in frame {f} ({sum(counts)} in all frames)")
+    # and the sweep line sums up every frame: one bar each, the busiest frame named
+    busiest = int(np.argmax(counts))
+    assert "3 searched" in w._sweep.value and f"most spots: {counts[busiest]} in frame {busiest}" in w._sweep.value
 
 
 def test_widget_cancel(make_napari_viewer, qtbot):
@@ -105,6 +114,22 @@ def test_widget_cancel(make_napari_viewer, qtbot):
     w.cancel()
     qtbot.waitUntil(lambda: w._worker is None, timeout=20000)
     assert w._run.enabled
+
+
+def test_spot_count_strip():
+    from napari_xrd._napari.widgets.spots import spot_count_strip
+
+    # one column per frame: not searched, no spots, a quarter, half and all of the largest count
+    assert spot_count_strip([np.nan, 0, 10, 20, 40]) == "· ▂▄█"
+    # a long sweep is grouped into at most ``width`` columns, each the largest count of its frames
+    counts = np.zeros(1000)
+    counts[500] = 7
+    strip = spot_count_strip(counts, width=50)
+    assert len(strip) == 50 and strip.count("█") == 1 and strip.index("█") == 25 and set(strip) == {" ", "█"}
+    half = np.full(100, np.nan)
+    half[:50] = 3
+    assert spot_count_strip(half, width=10) == "█" * 5 + "·" * 5
+    assert spot_count_strip([]) == ""
 
 
 def test_shell_table_counts():

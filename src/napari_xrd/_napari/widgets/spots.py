@@ -20,7 +20,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from napari_xrd._napari.layers import stack_zeros
 from napari_xrd.core.coords import dials_to_napari
 
-__all__ = ["SpotsWidget", "shell_table"]
+__all__ = ["SpotsWidget", "shell_table", "spot_count_strip"]
 
 
 def shell_table(d, *, n_shells: int = 8) -> list[tuple[float, float, int]]:
@@ -47,6 +47,44 @@ def shell_table(d, *, n_shells: int = 8) -> list[tuple[float, float, int]]:
     for lo, hi, c in zip(edges[:-1], edges[1:], counts):
         out.append((float(1 / np.sqrt(lo)) if lo > 0 else float("inf"), float(1 / np.sqrt(hi)), int(c)))
     return out
+
+
+#: bar heights of :func:`spot_count_strip`, lowest first
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def spot_count_strip(counts, *, width: int = 60) -> str:
+    """A one-line bar chart of spots per frame over a sweep (``dials.spot_counts_per_image`` in brief).
+
+    Parameters
+    ----------
+    counts : (n_frames,) array_like
+        Spots found on each frame; NaN for frames not (yet) searched.
+    width : int
+        Most characters: frames are grouped into at most this many columns,
+        each showing its group's largest count.
+
+    Returns
+    -------
+    str
+        One character per column: ``"·"`` where no frame of the group was
+        searched, ``" "`` for 0 spots, else a bar from ``"▁"`` to ``"█"`` in
+        proportion to the count (the sweep's largest count is a full bar).
+    """
+    c = np.asarray(counts, dtype=float).ravel()
+    if c.size == 0:
+        return ""
+    edges = np.linspace(0, c.size, min(int(width), c.size) + 1).round().astype(int)
+    top = np.nanmax(c) if np.isfinite(c).any() else 0.0
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        group = c[a:b]
+        if not np.isfinite(group).any():
+            out.append("·")
+            continue
+        m = np.nanmax(group)
+        out.append(" " if m <= 0 else _BARS[min(int(np.ceil(m / top * len(_BARS))) - 1, len(_BARS) - 1)])
+    return "".join(out)
 
 
 def _format_shells(rows) -> str:
@@ -114,16 +152,19 @@ class SpotsWidget(Container):
         self._progress = ProgressBar(label="progress", min=0, max=1, value=0)
         self._count = Label(label="spots", value="")
         self._shells = Label(label="shells", value="")
+        self._sweep = Label(label="sweep", value="")
         super().__init__(
             widgets=[
                 self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._rings,
                 self._frames, self._workers,
                 self._ice, self._shadow, self._run, self._cancel, self._progress, self._count, self._shells,
+                self._sweep,
             ]
         )
         self._worker = None
         self._cancel_requested = False
         self._tables: dict[tuple[str, int], object] = {}
+        self._stats: dict[tuple[str, int], dict] = {}  # frame_statistics of each (layer, frame) searched
         self._last_points_update = -float("inf")
         self._stale = None  # (image layer, labels, points) with results not yet shown
         self._method.changed.connect(self._update_enabled)
@@ -132,6 +173,7 @@ class SpotsWidget(Container):
         self._cancel.clicked.connect(self.cancel)
         napari_viewer.layers.events.inserted.connect(self._refresh)
         napari_viewer.layers.events.removed.connect(self._refresh)
+        napari_viewer.dims.events.current_step.connect(self._on_step)
         self._update_enabled()
 
     # ------------------------------------------------------------ choices
@@ -173,6 +215,7 @@ class SpotsWidget(Container):
         """Start spot finding in a worker thread (the Find spots button)."""
         from napari.qt.threading import thread_worker
 
+        from napari_xrd.core.spots import frame_statistics
         from napari_xrd.core.spots.frames import find_spots_in_frames
 
         layer = self._image.value
@@ -199,7 +242,8 @@ class SpotsWidget(Container):
             found = find_spots_in_frames(data, frames, nproc=nproc, geometry=geometry, pixel_mask=pixel_mask,
                                          cancel=is_cancelled, **options)
             for k, (f, labels, table) in enumerate(found):
-                yield {"frame": f, "labels": labels, "table": table, "done": k + 1, "total": n}
+                yield {"frame": f, "labels": labels, "table": table, "stats": frame_statistics(table),
+                       "done": k + 1, "total": n}
             return n
 
         worker = work()
@@ -263,6 +307,7 @@ class SpotsWidget(Container):
             old = labels.data[f]
             np.copyto(old, lab, where=(lab != 0) | (old != 0))  # only where spots are or were: the rest stays sparse
         self._tables[(layer.name, f)] = table
+        self._stats[(layer.name, f)] = r["stats"]
         self._progress.value = r["done"]
         # the Points layer holds every frame's spots; over a long sweep rebuild it at most every second
         now = time.monotonic()
@@ -270,7 +315,9 @@ class SpotsWidget(Container):
         self._stale = (layer, labels, points)
         if last or now - self._last_points_update >= 1.0:
             self._flush()
-        self._update_count(layer, f, table)
+        # the figures of the frame on screen once it is done; until then those of the frame just done
+        shown = self._current_frame(layer)
+        self._update_count(layer, f if (layer.name, shown) not in self._tables else shown)
 
     def _flush(self):
         """Show what the worker has sent since the last update (labels of a stack, the Points layer)."""
@@ -282,6 +329,7 @@ class SpotsWidget(Container):
         if layer.data.ndim == 3:
             labels.refresh()
         self._update_points(layer, points)
+        self._update_sweep(layer)
 
     def _update_points(self, layer, points):
         coords = []
@@ -313,15 +361,49 @@ class SpotsWidget(Container):
             colours[np.asarray(points.features["beamstop_shadow"], bool)] = (1.0, 0.0, 1.0, 1.0)
             points.border_color = colours
 
-    def _update_count(self, layer, f, table):
+    def _current_frame(self, layer) -> int:
+        return int(self._viewer.dims.current_step[0]) if layer.data.ndim == 3 else 0
+
+    def _on_step(self, event=None):
+        """The slider moved: show the figures of the frame now on screen, if it has been searched."""
+        layer = self._image.value
+        if layer is None or layer.data.ndim != 3:
+            return
+        f = self._current_frame(layer)
+        if (layer.name, f) in self._tables:
+            self._update_count(layer, f)
+
+    def _update_count(self, layer, f):
+        """Spot count, flags, resolution and shells of frame ``f`` (its table and statistics, already computed)."""
+        table, stats = self._tables[(layer.name, f)], self._stats[(layer.name, f)]
         n_ice = int(np.count_nonzero(table["ice_ring"])) if "ice_ring" in table else 0
         n_all = sum(len(t) for (name, _), t in self._tables.items() if name == layer.name)
         count = f"{len(table)} in frame {f}" + (f" ({n_all} in all frames)" if layer.data.ndim == 3 else "")
         n_shadow = int(np.count_nonzero(table["beamstop_shadow"])) if "beamstop_shadow" in table else 0
-        from napari_xrd.core.spots.statistics import frame_statistics
-
-        d_min = frame_statistics(table)["estimated_d_min"] if len(table) else None
+        d_min = stats["estimated_d_min"]
         self._count.value = (count + (f"; {n_ice} on ice rings (cyan)" if n_ice else "")
                              + (f"; {n_shadow} in the beamstop shadow (magenta)" if n_shadow else "")
                              + (f"; spots reach {d_min:.2f} Å" if d_min is not None else ""))
         self._shells.value = _format_shells(shell_table(table["d"]))
+
+    def _update_sweep(self, layer):
+        """Spots per frame over a stack's searched frames: a bar strip, the busiest and the best-resolved frame."""
+        if layer.data.ndim != 3:
+            self._sweep.value = ""
+            return
+        done = {f: st for (name, f), st in self._stats.items() if name == layer.name}
+        if len(done) < 2:
+            self._sweep.value = ""
+            return
+        n = layer.data.shape[0]
+        counts = np.full(n, np.nan)
+        for f, st in done.items():
+            counts[f] = st["n_spots"]
+        busiest = max(done, key=lambda f: (done[f]["n_spots"], -f))
+        text = (f"frames 0–{n - 1}, {len(done)} searched: {spot_count_strip(counts)}\n"
+                f"most spots: {done[busiest]['n_spots']} in frame {busiest}")
+        resolved = [f for f in done if done[f]["estimated_d_min"] is not None]
+        if resolved:
+            best = min(resolved, key=lambda f: (done[f]["estimated_d_min"], f))
+            text += f"; furthest: {done[best]['estimated_d_min']:.2f} Å in frame {best}"
+        self._sweep.value = text
