@@ -106,7 +106,8 @@ def test_cli_frames_nproc_and_json_lines(tmp_path, capsys, stack):
     assert [s["n_spots"] for s in summaries] == [find_spots(stack[f]).table.n_spots for f in (0, 2)]
     assert main(["spots", str(path), "--frames", "0,2", "--summary"]) == 0
     text = capsys.readouterr().out.splitlines()
-    assert text[0] == str(path) and len(text) == 4 and text[2].split()[:2] == ["0", str(summaries[0]["n_spots"])]
+    assert text[0] == str(path) and len(text) == 6 and text[2].split()[:2] == ["0", str(summaries[0]["n_spots"])]
+    assert text[4].startswith("spots per frame (2 frames, 0–2): ") and text[5].startswith("most spots: ")
     assert main(["spots", str(path), "--frames", "2-9"]) == 1
     assert "out of range" in capsys.readouterr().err
     assert main(["spots", str(path), "--all", "--nproc", "0"]) == 1

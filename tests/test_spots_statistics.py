@@ -68,6 +68,32 @@ def test_statistics_of_a_found_spot_table():
     assert stats["estimated_d_min"] == pytest.approx(np.quantile(table["d"], 0.01), rel=0.03)
 
 
+def test_spot_count_strip():
+    from napari_xrd.core.spots.statistics import spot_count_strip
+
+    # one column per frame: not searched, no spots, a quarter, half and all of the largest count
+    assert spot_count_strip([np.nan, 0, 10, 20, 40]) == "· ▂▄█"
+    # a long sweep is grouped into at most ``width`` columns, each the largest count of its frames
+    counts = np.zeros(1000)
+    counts[500] = 7
+    strip = spot_count_strip(counts, width=50)
+    assert len(strip) == 50 and strip.count("█") == 1 and strip.index("█") == 25 and set(strip) == {" ", "█"}
+    half = np.full(100, np.nan)
+    half[:50] = 3
+    assert spot_count_strip(half, width=10) == "█" * 5 + "·" * 5
+    assert spot_count_strip([]) == ""
+
+
+def test_sweep_highlights_name_the_busiest_and_the_furthest_reaching_frame():
+    from napari_xrd.core.spots.statistics import sweep_highlights
+
+    stats = {0: {"n_spots": 5, "estimated_d_min": None}, 3: {"n_spots": 40, "estimated_d_min": 2.5},
+             7: {"n_spots": 40, "estimated_d_min": 1.9}, 9: {"n_spots": 12, "estimated_d_min": 1.9}}
+    assert sweep_highlights(stats) == "most spots: 40 in frame 3; furthest: 1.90 Å in frame 7"
+    assert sweep_highlights({2: {"n_spots": 0, "estimated_d_min": None}}) == "most spots: 0 in frame 2"
+    assert sweep_highlights({}) == ""
+
+
 def test_cli_summary(tmp_path, capsys):
     from napari_xrd.cli import main
 
@@ -83,3 +109,5 @@ def test_cli_summary(tmp_path, capsys):
     assert main(["spots", str(path), "--all", "--summary", "--quiet"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert "#spots" in out[1] and out[2].split()[:2] == ["0", "1"] and out[3].split()[:2] == ["1", "0"]
+    # a footer sums the sweep up: one bar per frame (a full bar for 1 spot, a blank for none), the busiest frame
+    assert out[4] == "spots per frame (2 frames, 0–1): █ " and out[5] == "most spots: 1 in frame 0"

@@ -116,22 +116,6 @@ def test_widget_cancel(make_napari_viewer, qtbot):
     assert w._run.enabled
 
 
-def test_spot_count_strip():
-    from napari_xrd._napari.widgets.spots import spot_count_strip
-
-    # one column per frame: not searched, no spots, a quarter, half and all of the largest count
-    assert spot_count_strip([np.nan, 0, 10, 20, 40]) == "· ▂▄█"
-    # a long sweep is grouped into at most ``width`` columns, each the largest count of its frames
-    counts = np.zeros(1000)
-    counts[500] = 7
-    strip = spot_count_strip(counts, width=50)
-    assert len(strip) == 50 and strip.count("█") == 1 and strip.index("█") == 25 and set(strip) == {" ", "█"}
-    half = np.full(100, np.nan)
-    half[:50] = 3
-    assert spot_count_strip(half, width=10) == "█" * 5 + "·" * 5
-    assert spot_count_strip([]) == ""
-
-
 def test_shell_table_counts():
     from napari_xrd._napari.widgets.spots import shell_table
 

@@ -189,6 +189,16 @@ def _format_summaries(path, summaries) -> str:
     return "\n".join(lines)
 
 
+def _format_sweep(summaries) -> str:
+    """The summary table's footer: spots per frame as a bar strip (frames in the order searched), highlights."""
+    from napari_xrd.core.spots.statistics import spot_count_strip, sweep_highlights
+
+    counts = [s["n_spots"] for s in summaries]
+    first, last = summaries[0]["frame"], summaries[-1]["frame"]
+    return (f"spots per frame ({len(summaries)} frames, {first}–{last}): {spot_count_strip(counts)}\n"
+            + sweep_highlights({s["frame"]: s for s in summaries}))
+
+
 def run(args) -> int:
     import json
 
@@ -254,6 +264,7 @@ def run(args) -> int:
                     kept.append(summary)
                 else:
                     print(_format_summaries(None, [summary]), flush=True)
+                    kept.append(summary)
                 continue
             rows = [{"frame": int(f), **row} for row in table.rows()]
             if args.jsonl:
@@ -269,6 +280,8 @@ def run(args) -> int:
     if args.json:
         json.dump(kept, sys.stdout)
         sys.stdout.write("\n")
+    elif args.summary and not args.jsonl and len(kept) > 1:
+        print(_format_sweep(kept))
     elif not args.summary and not args.jsonl and 0 < sum(counts) <= 50:
         print(f"{'frame':>5} {'x':>9} {'y':>9} {'intensity':>11} {'size':>5} {'d':>7}")
         for s in shown:

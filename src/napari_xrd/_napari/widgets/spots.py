@@ -20,7 +20,7 @@ from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, ProgressB
 from napari_xrd._napari.layers import stack_zeros
 from napari_xrd.core.coords import dials_to_napari
 
-__all__ = ["SpotsWidget", "shell_table", "spot_count_strip"]
+__all__ = ["SpotsWidget", "shell_table"]
 
 
 def shell_table(d, *, n_shells: int = 8) -> list[tuple[float, float, int]]:
@@ -47,44 +47,6 @@ def shell_table(d, *, n_shells: int = 8) -> list[tuple[float, float, int]]:
     for lo, hi, c in zip(edges[:-1], edges[1:], counts):
         out.append((float(1 / np.sqrt(lo)) if lo > 0 else float("inf"), float(1 / np.sqrt(hi)), int(c)))
     return out
-
-
-#: bar heights of :func:`spot_count_strip`, lowest first
-_BARS = "▁▂▃▄▅▆▇█"
-
-
-def spot_count_strip(counts, *, width: int = 60) -> str:
-    """A one-line bar chart of spots per frame over a sweep (``dials.spot_counts_per_image`` in brief).
-
-    Parameters
-    ----------
-    counts : (n_frames,) array_like
-        Spots found on each frame; NaN for frames not (yet) searched.
-    width : int
-        Most characters: frames are grouped into at most this many columns,
-        each showing its group's largest count.
-
-    Returns
-    -------
-    str
-        One character per column: ``"·"`` where no frame of the group was
-        searched, ``" "`` for 0 spots, else a bar from ``"▁"`` to ``"█"`` in
-        proportion to the count (the sweep's largest count is a full bar).
-    """
-    c = np.asarray(counts, dtype=float).ravel()
-    if c.size == 0:
-        return ""
-    edges = np.linspace(0, c.size, min(int(width), c.size) + 1).round().astype(int)
-    top = np.nanmax(c) if np.isfinite(c).any() else 0.0
-    out = []
-    for a, b in zip(edges[:-1], edges[1:]):
-        group = c[a:b]
-        if not np.isfinite(group).any():
-            out.append("·")
-            continue
-        m = np.nanmax(group)
-        out.append(" " if m <= 0 else _BARS[min(int(np.ceil(m / top * len(_BARS))) - 1, len(_BARS) - 1)])
-    return "".join(out)
 
 
 def _format_shells(rows) -> str:
@@ -387,7 +349,9 @@ class SpotsWidget(Container):
         self._shells.value = _format_shells(shell_table(table["d"]))
 
     def _update_sweep(self, layer):
-        """Spots per frame over a stack's searched frames: a bar strip, the busiest and the best-resolved frame."""
+        """Spots per frame over a stack's searched frames: a bar strip, the busiest and the furthest-reaching frame."""
+        from napari_xrd.core.spots.statistics import spot_count_strip, sweep_highlights
+
         if layer.data.ndim != 3:
             self._sweep.value = ""
             return
@@ -399,11 +363,6 @@ class SpotsWidget(Container):
         counts = np.full(n, np.nan)
         for f, st in done.items():
             counts[f] = st["n_spots"]
-        busiest = max(done, key=lambda f: (done[f]["n_spots"], -f))
-        text = (f"frames 0–{n - 1}, {len(done)} searched: {spot_count_strip(counts)}\n"
-                f"most spots: {done[busiest]['n_spots']} in frame {busiest}")
-        resolved = [f for f in done if done[f]["estimated_d_min"] is not None]
-        if resolved:
-            best = min(resolved, key=lambda f: (done[f]["estimated_d_min"], f))
-            text += f"; furthest: {done[best]['estimated_d_min']:.2f} Å in frame {best}"
+        text = f"frames 0–{n - 1}, {len(done)} searched: {spot_count_strip(counts)}\n"
+        text += sweep_highlights(done)
         self._sweep.value = text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["frame_statistics", "STATISTICS_FIELDS"]
+__all__ = ["frame_statistics", "spot_count_strip", "sweep_highlights", "STATISTICS_FIELDS"]
 
 #: Keys of :func:`frame_statistics`' result.
 STATISTICS_FIELDS = ("n_spots", "n_spots_no_ice", "n_spots_4A", "total_intensity", "estimated_d_min")
@@ -79,3 +79,67 @@ def frame_statistics(
         s = 1.0 / d[off_lines]
         stats["estimated_d_min"] = float(1.0 / np.quantile(s, d_min_quantile, method="inverted_cdf"))
     return stats
+
+
+#: bar heights of :func:`spot_count_strip`, lowest first
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def spot_count_strip(counts, *, width: int = 60) -> str:
+    """A one-line bar chart of spots per frame over a sweep (``dials.spot_counts_per_image`` in brief).
+
+    Parameters
+    ----------
+    counts : (n_frames,) array_like
+        Spots found on each frame; NaN for frames not (yet) searched.
+    width : int
+        Most characters: frames are grouped into at most this many columns,
+        each showing its group's largest count.
+
+    Returns
+    -------
+    str
+        One character per column: ``"·"`` where no frame of the group was
+        searched, ``" "`` for 0 spots, else a bar from ``"▁"`` to ``"█"`` in
+        proportion to the count (the sweep's largest count is a full bar).
+    """
+    c = np.asarray(counts, dtype=float).ravel()
+    if c.size == 0:
+        return ""
+    edges = np.linspace(0, c.size, min(int(width), c.size) + 1).round().astype(int)
+    top = np.nanmax(c) if np.isfinite(c).any() else 0.0
+    out = []
+    for a, b in zip(edges[:-1], edges[1:]):
+        group = c[a:b]
+        if not np.isfinite(group).any():
+            out.append("·")
+            continue
+        m = np.nanmax(group)
+        out.append(" " if m <= 0 else _BARS[min(int(np.ceil(m / top * len(_BARS))) - 1, len(_BARS) - 1)])
+    return "".join(out)
+
+
+def sweep_highlights(statistics) -> str:
+    """The busiest and the furthest-reaching frame of a sweep, in words.
+
+    Parameters
+    ----------
+    statistics : mapping of int to dict
+        :func:`frame_statistics` of each searched frame, by frame index.
+
+    Returns
+    -------
+    str
+        ``"most spots: N in frame F"``, and ``"; furthest: D Å in frame G"``
+        where a frame has a resolution estimate (the earliest frame wins a
+        tie); empty for no frames.
+    """
+    if not statistics:
+        return ""
+    busiest = max(statistics, key=lambda f: (statistics[f]["n_spots"], -f))
+    text = f"most spots: {statistics[busiest]['n_spots']} in frame {busiest}"
+    resolved = [f for f in statistics if statistics[f]["estimated_d_min"] is not None]
+    if resolved:
+        best = min(resolved, key=lambda f: (statistics[f]["estimated_d_min"], f))
+        text += f"; furthest: {statistics[best]['estimated_d_min']:.2f} Å in frame {best}"
+    return text
