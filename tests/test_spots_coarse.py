@@ -57,7 +57,7 @@ def _table(extent, d):
                      sigma_radial=np.full(n, extent), sigma_azimuthal=np.full(n, 1.0))
 
 
-def test_auto_bins_frames_of_wide_spots_without_spotty_ice():
+def test_auto_bins_frames_of_wide_spots():
     near = GEOMETRY.replace(distance=60.0)  # the detector reaches 2.3 Å: the 3.9 Å ice line lies on it
     d_low, d_high = near.d_range()
     rng = np.random.default_rng(1)
@@ -65,8 +65,75 @@ def test_auto_bins_frames_of_wide_spots_without_spotty_ice():
     assert wants_coarse_pass(_table(2.6, d), geometry=near)
     assert not wants_coarse_pass(_table(1.2, d), geometry=near)  # narrow spots
     assert not wants_coarse_pass(_table(2.6, d), geometry=None)
-    grains = np.full(120, ICE_RING_D[0]) * (1 + rng.normal(0, 2e-4, 120))  # spotty ice on the 3.9 Å line
-    assert not wants_coarse_pass(_table(2.6, np.concatenate([d, grains])), geometry=near)
+    # with spotty ice too (find_spots then leaves the binned spots near the ice lines out)
+    grains = np.full(120, ICE_RING_D[0]) * (1 + rng.normal(0, 2e-4, 120))
+    assert wants_coarse_pass(_table(2.6, np.concatenate([d, grains])), geometry=near)
+
+
+def _grains(image, geometry, rng, n=80, photons=400.0):
+    """Compact bright blobs (ice grains) on the 3.90 Å ice line, at random azimuths."""
+    yy, xx = np.mgrid[: image.shape[0], : image.shape[1]] + 0.5
+    radius = geometry.radius_px_for_d(ICE_RING_D[0])
+    lam = np.zeros(image.shape)
+    for a in rng.uniform(0, 2 * np.pi, n):
+        x, y = geometry.beam_center[0] + radius * np.cos(a), geometry.beam_center[1] + radius * np.sin(a)
+        lam += photons / (2 * np.pi) * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / 2)
+    return image + rng.poisson(lam).astype(np.float32)
+
+
+def _near_line(labels, image, geometry, margin):
+    """Per label 1..n: whether its count-weighted centroid lies within ``margin`` (Å⁻¹) of an ice line."""
+    from scipy import ndimage
+
+    from napari_xrd.core.spots.ice import ice_line_distance
+
+    n = int(labels.max())
+    com = np.array(ndimage.center_of_mass(image, labels, np.arange(1, n + 1))).reshape(-1, 2)
+    d = np.atleast_1d(geometry.resolution_at(com[:, 1] + 0.5, com[:, 0] + 0.5))
+    return ice_line_distance(d) < margin
+
+
+def test_binned_spots_near_an_ice_line_are_left_out_on_request():
+    from scipy import ndimage
+
+    from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask
+
+    near = GEOMETRY.replace(distance=60.0)  # ice lines from 3.9 Å to the corners' 2.3 Å cross the frame
+    n_near = n_far = 0
+    for seed in range(3):
+        image, _, _ = _streaks(seed, n_bright=6, n_faint=24)
+        found = np.zeros(image.shape, bool)
+        every = coarse_spot_mask(image, found, geometry=near, device="cpu")
+        kept = coarse_spot_mask(image, found, geometry=near, device="cpu", ice_line_margin=ICE_GRAIN_MARGIN)
+        assert not (kept & ~every).any()
+        labels, _ = ndimage.label(every)
+        close = _near_line(labels, image, near, ICE_GRAIN_MARGIN)
+        far = ~_near_line(labels, image, near, ICE_GRAIN_MARGIN + 0.002)  # clear of the margin's edge
+        for k in range(1, labels.max() + 1):
+            spot = labels == k
+            if close[k - 1]:
+                assert not kept[spot].any()
+            elif far[k - 1]:
+                assert kept[spot].all()
+        n_near, n_far = n_near + int(close.sum()), n_far + int(far.sum())
+    assert n_near >= 3 and n_far >= 3  # both kinds were there to be told apart
+
+
+def test_auto_bins_a_frame_with_spotty_ice_away_from_the_ice_lines():
+    from napari_xrd.core.spots.ice import contaminated_ice_shells, ice_line_distance
+
+    near = GEOMETRY.replace(distance=60.0)
+    image, _, _ = _streaks(0, n_bright=30, n_faint=20)
+    # a dozen grains on the 3.9 Å line make it spotty (with more, or brighter, grains the network misses
+    # the streaks themselves: its channel attention pools over whole 256-pixel tiles)
+    image = _grains(image, near, np.random.default_rng(5), n=12, photons=150.0)
+    opts = dict(method="unet", geometry=near, ice_rings="keep", beamstop_shadow="keep", device="cpu")
+    off = find_spots(image, large_spots="off", **opts)
+    assert len(contaminated_ice_shells(off.table["d"], geometry=near))  # spotty ice...
+    assert wants_coarse_pass(off.table, geometry=near)  # ...and wide spots: "auto" bins
+    auto = find_spots(image, large_spots="auto", **opts)
+    added = auto.table["d"][off.table.n_spots:]
+    assert len(added) >= 1 and np.all(ice_line_distance(added) >= 0.010)  # centroids of the full-resolution pixels
 
 
 def test_binned_pass_finds_faint_streaks_and_keeps_the_first_pass_spots():

@@ -57,8 +57,8 @@ def add_parser(sub) -> None:
                    "auto = where a cross-check of the beam centre passes (default); on; off")
     p.add_argument("--large-spots", choices=["auto", "on", "off"], default="auto",
                    help="U-Net: a second pass on 2x2-binned pixels for large faint spots (streaks): auto = on frames "
-                   "whose spots are wide (median extent >= 2 px; needs the geometry) and without spotty ice "
-                   "(default); on; off")
+                   "whose spots are wide (median extent >= 2 px; needs the geometry; with spotty ice, none near "
+                   "an ice line) (default); on; off")
     p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "

@@ -202,8 +202,9 @@ def find_spots(
         spots (streaks) that no single pixel shows, and adds those the first
         pass did not touch (:mod:`~napari_xrd.core.spots.coarse`).  "auto":
         on frames whose spots are wide (median RMS extent of 2 px or more;
-        needs ``geometry``) and without spotty ice; "on": always; "off":
-        never.
+        needs ``geometry``); "on": always; "off": never.  On a frame with
+        spotty ice, none within 0.012 Å⁻¹ (in ``1/d``) of an ice line is
+        added: binned grains look like spots to the network.
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -265,12 +266,16 @@ def find_spots(
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
     table = spot_table(labels, image, geometry=geometry)
     if method == "unet" and large_spots != "off":
-        from napari_xrd.core.spots.coarse import coarse_spot_mask, wants_coarse_pass
+        from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
 
         if large_spots == "on" or wants_coarse_pass(table, geometry=geometry, pixel_mask=pixel_mask):
+            # with spotty ice, binned grains would pass for spots: none is taken near an ice line
+            spotty = geometry is not None and len(contaminated_ice_shells(table["d"], geometry=geometry,
+                                                                          pixel_mask=pixel_mask)) > 0
             extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
                                      model=model, device=device, batch_size=batch_size, threads=threads,
-                                     ring_background=ring_background, cancel=cancel)
+                                     ring_background=ring_background, cancel=cancel,
+                                     ice_line_margin=ICE_GRAIN_MARGIN if spotty else None)
             extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
             if extra.any():  # numbered after the first pass's spots: rows stay label order
                 labels = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)

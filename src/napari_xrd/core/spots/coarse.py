@@ -12,19 +12,25 @@ detector with pixels twice as large would have recorded.
 :func:`coarse_spot_mask` runs the network on the binned frame and returns,
 at full resolution, the spots it finds that the full-resolution pass did not
 touch.  :func:`wants_coarse_pass` is ``find_spots(large_spots="auto")``'s
-choice: frames whose spots are wide, without spotty ice (on those, binned
+choice: frames whose spots are wide.  On a frame with spotty ice the binned
 ice grains look like Bragg spots to the network, which has learnt to ignore
-them only at full resolution).
+them only at full resolution; grains scatter only about the ice lines, so
+there the binned spots near a line are left out (``ice_line_margin``) and
+the streaks elsewhere kept.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bin_frame", "binned_geometry", "coarse_spot_mask", "wants_coarse_pass", "WIDE_SPOT_PX"]
+__all__ = ["bin_frame", "binned_geometry", "coarse_spot_mask", "wants_coarse_pass", "WIDE_SPOT_PX",
+           "ICE_GRAIN_MARGIN"]
 
 #: median RMS extent (px, the larger of radial and azimuthal) of a frame's spots above which "auto" bins
 WIDE_SPOT_PX = 2.0
+#: on a frame with spotty ice, binned spots this close to an ice line in ``1/d`` (Å⁻¹) are left out: the
+#: widest spread of grains about a line that the ice rule considers (its shells' ``max_half_width``)
+ICE_GRAIN_MARGIN = 0.012
 
 
 def bin_frame(image, valid, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -79,20 +85,17 @@ def wants_coarse_pass(table, *, geometry=None, pixel_mask=None, wide_px: float =
     Returns
     -------
     bool
-        True for a frame of wide spots without spotty ice.
+        True for a frame of wide spots (with spotty ice too: see
+        ``coarse_spot_mask(ice_line_margin=...)``).
     """
     if geometry is None or len(table) < 5:
         return False
-    from napari_xrd.core.spots.ice import contaminated_ice_shells
-
     extent = np.fmax(np.asarray(table["sigma_radial"], float), np.asarray(table["sigma_azimuthal"], float))
-    if not np.isfinite(extent).any() or np.nanmedian(extent) < wide_px:
-        return False
-    return not len(contaminated_ice_shells(table["d"], geometry=geometry, pixel_mask=pixel_mask))
+    return bool(np.isfinite(extent).any() and np.nanmedian(extent) >= wide_px)
 
 
 def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold: float = 0.5, factor: int = 2,
-                     **predict_options) -> np.ndarray:
+                     ice_line_margin: float | None = None, **predict_options) -> np.ndarray:
     """Spot pixels that only the binned frame shows.
 
     Parameters
@@ -109,6 +112,10 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
         Probability threshold on the binned frame.
     factor : int
         Binning.
+    ice_line_margin : float, optional
+        Leave out the binned spots whose centroid lies within this distance
+        in ``1/d`` (Å⁻¹) of an ice line (needs ``geometry``): on a frame with
+        spotty ice, ``find_spots`` gives :data:`ICE_GRAIN_MARGIN`.
     **predict_options
         Passed to :func:`~napari_xrd.core.spots.inference.predict_spot_probability`
         (``model``, ``device``, ``batch_size``, ``threads``,
@@ -143,4 +150,12 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     new = np.ones(n + 1, dtype=bool)
     new[0] = False
     new[np.unique(full[near & (full > 0)])] = False
+    if ice_line_margin is not None and geometry is not None:
+        from napari_xrd.core.spots.ice import ice_line_distance
+
+        # centroids of the binned counts, at full resolution (corner convention: bin centre (i + 0.5) · factor)
+        index = np.arange(1, n + 1)
+        slow, fast = (np.asarray(c, float) for c in zip(*ndimage.center_of_mass(binned, labels, index)))
+        d = np.atleast_1d(geometry.resolution_at((fast + 0.5) * factor, (slow + 0.5) * factor))
+        new[1:] &= ~(ice_line_distance(d) < ice_line_margin)
     return new[full] & valid
