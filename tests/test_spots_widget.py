@@ -30,6 +30,18 @@ def _add_image(viewer, data):
     return viewer.add_image(data, name="img", metadata={"geometry": geom, "pixel_mask": pm}), geom, pm
 
 
+def _find_on_frame(viewer, qtbot, frame, *, timeout):
+    """A spots widget run on stack frame ``frame`` only (frames "current"), finished; returns the widget."""
+    from napari_xrd._napari.widgets.spots import SpotsWidget
+
+    viewer.dims.set_current_step(0, frame)
+    w = SpotsWidget(viewer)
+    w._frames.value = "current"
+    w.run()
+    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=timeout)
+    return w
+
+
 def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
     from napari_xrd._napari.widgets.spots import SpotsWidget
 
@@ -64,16 +76,10 @@ def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
 
 
 def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtbot):
-    from napari_xrd._napari.widgets.spots import SpotsWidget
-
     viewer = make_napari_viewer()
     stack = np.stack([_frame(s) for s in (1, 2, 3)])
     _add_image(viewer, stack)
-    viewer.dims.set_current_step(0, 1)
-    w = SpotsWidget(viewer)
-    w._frames.value = "current"
-    w.run()
-    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=20000)
+    w = _find_on_frame(viewer, qtbot, 1, timeout=20000)
     lab = viewer.layers["img spots"].data
     assert lab.shape == stack.shape
     assert lab[1].any() and not lab[0].any() and not lab[2].any()
@@ -214,8 +220,6 @@ def test_widget_on_a_sweep_too_large_for_a_plain_labels_array(make_napari_viewer
 
     import dask.array as da
 
-    from napari_xrd._napari.widgets.spots import SpotsWidget
-
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     n_frames, shape = 200_000, (512, 512)
     frame = _frame(7, shape=shape, n=12)
@@ -223,11 +227,7 @@ def test_widget_on_a_sweep_too_large_for_a_plain_labels_array(make_napari_viewer
     sweep = da.concatenate([zeros[:150_000], da.from_array(frame[None]), zeros[150_001:]])
     viewer = make_napari_viewer()
     _add_image(viewer, sweep)
-    viewer.dims.set_current_step(0, 150_000)
-    w = SpotsWidget(viewer)
-    w._frames.value = "current"
-    w.run()
-    qtbot.waitUntil(lambda: w._worker is None and "img spot centres" in viewer.layers, timeout=30000)
+    _find_on_frame(viewer, qtbot, 150_000, timeout=30000)
     labels = viewer.layers["img spots"].data
     assert labels.shape == sweep.shape
     expected = find_spots(frame, geometry=viewer.layers["img"].metadata["geometry"],

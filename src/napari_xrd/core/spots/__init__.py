@@ -268,7 +268,7 @@ def find_spots(
     if method == "unet" and large_spots != "off":
         from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
 
-        if large_spots == "on" or wants_coarse_pass(table, geometry=geometry, pixel_mask=pixel_mask):
+        if large_spots == "on" or wants_coarse_pass(table, geometry=geometry):
             # with spotty ice, binned grains would pass for spots: none is taken near an ice line
             spotty = geometry is not None and len(contaminated_ice_shells(table["d"], geometry=geometry,
                                                                           pixel_mask=pixel_mask)) > 0

@@ -67,17 +67,16 @@ def binned_geometry(geometry, factor: int = 2):
                             beam_center=(fast / factor, slow / factor))
 
 
-def wants_coarse_pass(table, *, geometry=None, pixel_mask=None, wide_px: float = WIDE_SPOT_PX) -> bool:
+def wants_coarse_pass(table, *, geometry=None, wide_px: float = WIDE_SPOT_PX) -> bool:
     """Whether a frame's spots call for the binned pass ("auto").
 
     Parameters
     ----------
     table : SpotTable
-        The full-resolution pass's spots (``sigma_radial``, ``sigma_azimuthal``
-        and ``d``: they need the geometry).
+        The full-resolution pass's spots (``sigma_radial`` and
+        ``sigma_azimuthal``: they need the geometry).
     geometry : DetectorGeometry, optional
         Without it: False.
-    pixel_mask : (n_slow, n_fast) array_like, optional
     wide_px : float
         The median over spots of the larger of the two RMS extents must
         reach this (px).
