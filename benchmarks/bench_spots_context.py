@@ -16,13 +16,16 @@ background of 3 photons per pixel) that hold:
   N = 0, 10, 30, 100.
 
 It prints, per N, the recall (within 3 px) of each kind of Bragg spot for
-the U-Net (``ice_rings="keep"``: nothing dropped; ``large_spots="off"``) and,
-as the reference that has no such context, for the dispersion finder; means
-over ``--seeds`` frames.  Nothing is asserted.
+the U-Net (``ice_rings="keep"``: nothing dropped; ``large_spots="off"``;
+``ice_context`` as ``--ice-context``: "auto" takes the second look of
+:mod:`napari_xrd.core.spots.ice_context` on frames it finds spotty, "off"
+shows the network alone) and, as the reference that has no such context,
+for the dispersion finder; means over ``--seeds`` frames.  Nothing is
+asserted.
 
 Usage::
 
-    python benchmarks/bench_spots_context.py [--seeds 4] [--model default]
+    python benchmarks/bench_spots_context.py [--seeds 4] [--model default] [--ice-context auto|on|off]
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, default=4, help="frames per number of grains (default 4)")
     p.add_argument("--model", default="default")
+    p.add_argument("--ice-context", default="auto", choices=["auto", "on", "off"],
+                   help="the U-Net's second look with the ice lines left out of its tile statistics (default auto)")
     args = p.parse_args(argv)
     print(f"Recall of Bragg spots away from the ice lines, with N grains on the 3.90 Å line (mean over "
           f"{args.seeds} frames of 40 compact spots and 40 streaks each):")
@@ -89,7 +94,8 @@ def main(argv=None):
             image, truth, streak = context_frame(seed, n)
             for method in rec:
                 res = find_spots(image, method=method, geometry=GEOMETRY, model=args.model, device="cpu",
-                                 ice_rings="keep", beamstop_shadow="keep", large_spots="off")
+                                 ice_rings="keep", beamstop_shadow="keep", large_spots="off",
+                                 **({"ice_context": args.ice_context} if method == "unet" else {}))
                 found = match_spots(res.table.fast_slow(), truth)[1]
                 rec[method].append((found[~streak].mean(), found[streak].mean()))
         u, d = np.mean(rec["unet"], axis=0), np.mean(rec["dispersion"], axis=0)

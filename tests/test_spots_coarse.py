@@ -127,7 +127,8 @@ def test_auto_bins_a_frame_with_spotty_ice_away_from_the_ice_lines():
     # a dozen grains on the 3.9 Å line make it spotty (with more, or brighter, grains the network misses
     # the streaks themselves: its channel attention pools over whole 256-pixel tiles)
     image = _grains(image, near, np.random.default_rng(5), n=12, photons=150.0)
-    opts = dict(method="unet", geometry=near, ice_rings="keep", beamstop_shadow="keep", device="cpu")
+    opts = dict(method="unet", geometry=near, ice_rings="keep", beamstop_shadow="keep", device="cpu",
+                ice_context="off")  # the binned pass alone (test_spots_ice_context covers the other look)
     off = find_spots(image, large_spots="off", **opts)
     assert len(contaminated_ice_shells(off.table["d"], geometry=near))  # spotty ice...
     assert wants_coarse_pass(off.table, geometry=near)  # ...and wide spots: "auto" bins

@@ -59,6 +59,10 @@ def add_parser(sub) -> None:
                    help="U-Net: a second pass on 2x2-binned pixels for large faint spots (streaks): auto = on frames "
                    "whose spots are wide (median extent >= 2 px; needs the geometry; with spotty ice, none near "
                    "an ice line) (default); on; off")
+    p.add_argument("--ice-context", choices=["auto", "on", "off"], default="auto",
+                   help="U-Net: a second pass whose attention leaves the ice lines out of its statistics, for spots "
+                   "that bright ice grains hide elsewhere in their tiles (only spots away from the lines are "
+                   "added): auto = on frames with spotty ice (default); on; off")
     p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "
@@ -239,6 +243,7 @@ def run(args) -> int:
         min_spot_snr=args.min_spot_snr,
         ring_background=args.ring_background,
         large_spots=args.large_spots,
+        ice_context=args.ice_context,
     )
     if args.threads is None:
         del options["threads"]  # workers default to one thread each, a single process to torch's setting

@@ -34,9 +34,16 @@ def _modules():
             hidden = max(channels // reduction, 2)
             self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1))
 
-        def forward(self, x):
-            avg = F.adaptive_avg_pool2d(x, 1)
-            mx = F.adaptive_max_pool2d(x, 1)
+        def forward(self, x, pool_weight=None):
+            if pool_weight is None:
+                avg = F.adaptive_avg_pool2d(x, 1)
+                mx = F.adaptive_max_pool2d(x, 1)
+            else:  # statistics over the pixels that count; a tile with none falls back to all its pixels
+                w = pool_weight.float()
+                w = torch.where(w.sum(dim=(2, 3), keepdim=True) > 0, w, torch.ones_like(w))
+                # sums in float32: under fp16 autocast a tile's sum can pass 65504
+                avg = ((x.float() * w).sum(dim=(2, 3), keepdim=True) / w.sum(dim=(2, 3), keepdim=True)).to(x.dtype)
+                mx = torch.where(w > 0, x, torch.full_like(x, -torch.inf)).amax(dim=(2, 3), keepdim=True)
             return x * torch.sigmoid(self.mlp(avg) + self.mlp(mx))
 
     class SpatialAttention(nn.Module):
@@ -63,8 +70,12 @@ def _modules():
             self.convs = nn.Sequential(*layers)
             self.attention = nn.Sequential(ChannelAttention(c_out), SpatialAttention()) if attention else nn.Identity()
 
-        def forward(self, x):
-            return self.attention(self.convs(x))
+        def forward(self, x, pool_weight=None):
+            x = self.convs(x)
+            if isinstance(self.attention, nn.Identity):
+                return x
+            channel, spatial = self.attention
+            return spatial(channel(x, pool_weight))
 
     class AttentionUNet(nn.Module):
         def __init__(self, in_channels=2, channels=(8, 16, 32, 64), full_res_convs=1, attention=True, stem=1):
@@ -92,19 +103,34 @@ def _modules():
             """Input sizes must be multiples of this."""
             return self.stem * 2**self.depth
 
-        def forward(self, x):
+        def forward(self, x, pool_weight=None):
+            """Logits ``(B, 1, H, W)`` of ``x`` ``(B, C, H, W)``.
+
+            ``pool_weight`` ``(B, 1, H, W)``, optional: 1 where a pixel counts
+            in the channel attention's pooled statistics, 0 where it does
+            not (regions whose content should not set the gain of the
+            channels for the rest of the tile).  A lower-resolution pixel
+            counts only if every pixel it covers counts.
+            """
+            weights = [None] * len(self.encoders)
+            if pool_weight is not None:
+                w = pool_weight.to(x.dtype)
+                w = -F.max_pool2d(-w, self.stem) if self.stem > 1 else w
+                weights = [w]
+                for _ in range(self.depth):
+                    weights.append(-F.max_pool2d(-weights[-1], 2))
             if self.stem > 1:
                 x = F.pixel_unshuffle(x, self.stem)
             skips = []
             for i, enc in enumerate(self.encoders):
                 if i > 0:
                     x = F.max_pool2d(x, 2)
-                x = enc(x)
+                x = enc(x, weights[i])
                 skips.append(x)
             skips.pop()
-            for up, dec in zip(self.ups, self.decoders):
+            for level, (up, dec) in zip(range(self.depth - 1, -1, -1), zip(self.ups, self.decoders)):
                 x = up(x)
-                x = dec(torch.cat([x, skips.pop()], dim=1))
+                x = dec(torch.cat([x, skips.pop()], dim=1), weights[level])
             x = self.head(x)
             return F.pixel_shuffle(x, self.stem) if self.stem > 1 else x
 

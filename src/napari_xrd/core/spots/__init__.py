@@ -49,11 +49,13 @@ __all__ = [
     "ICE_RING_MODES",
     "SHADOW_MODES",
     "LARGE_SPOT_MODES",
+    "ICE_CONTEXT_MODES",
 ]
 
 METHODS = ("dispersion", "unet")
 SHADOW_MODES = ("auto", "keep")
 LARGE_SPOT_MODES = ("auto", "on", "off")
+ICE_CONTEXT_MODES = ("auto", "on", "off")
 #: ``find_spots(method="unet")``'s default ``min_spot_snr``
 UNET_MIN_SNR = 3.0
 
@@ -129,6 +131,7 @@ def find_spots(
     min_spot_snr: float | None = None,
     ring_background: str = "auto",
     large_spots: str = "auto",
+    ice_context: str = "auto",
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -205,6 +208,15 @@ def find_spots(
         needs ``geometry``); "on": always; "off": never.  On a frame with
         spotty ice, none within 0.012 Å⁻¹ (in ``1/d``) of an ice line is
         added: binned grains look like spots to the network.
+    ice_context : {"auto", "on", "off"}
+        U-Net with ``geometry`` only: a second pass whose channel attention
+        leaves the pixels within 0.012 Å⁻¹ of the ice lines out of its
+        per-tile statistics, so that bright grains there do not damp the
+        network elsewhere in their tiles; it adds the spots it finds away
+        from the lines where the first pass found none
+        (:mod:`~napari_xrd.core.spots.ice_context`).  "auto": on frames with
+        spotty ice (:func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`
+        on the first pass's spots); "on": always; "off": never.
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -222,6 +234,8 @@ def find_spots(
         raise ValueError(f"unknown beamstop_shadow {beamstop_shadow!r}; use one of {', '.join(SHADOW_MODES)}")
     if large_spots not in LARGE_SPOT_MODES:
         raise ValueError(f"unknown large_spots {large_spots!r}; use one of {', '.join(LARGE_SPOT_MODES)}")
+    if ice_context not in ICE_CONTEXT_MODES:
+        raise ValueError(f"unknown ice_context {ice_context!r}; use one of {', '.join(ICE_CONTEXT_MODES)}")
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
@@ -265,21 +279,12 @@ def find_spots(
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
     table = spot_table(labels, image, geometry=geometry)
-    if method == "unet" and large_spots != "off":
-        from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
-
-        if large_spots == "on" or wants_coarse_pass(table, geometry=geometry):
-            # with spotty ice, binned grains would pass for spots: none is taken near an ice line
-            spotty = geometry is not None and len(contaminated_ice_shells(table["d"], geometry=geometry,
-                                                                          pixel_mask=pixel_mask)) > 0
-            extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
-                                     model=model, device=device, batch_size=batch_size, threads=threads,
-                                     ring_background=ring_background, cancel=cancel,
-                                     ice_line_margin=ICE_GRAIN_MARGIN if spotty else None)
-            extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
-            if extra.any():  # numbered after the first pass's spots: rows stay label order
-                labels = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
-                table = spot_table(labels, image, geometry=geometry)
+    if method == "unet" and (large_spots != "off" or ice_context != "off"):
+        labels, table = _second_looks(labels, table, image, geometry=geometry, pixel_mask=pixel_mask,
+                                      threshold=threshold, min_size=min_size, max_spot_size=max_spot_size,
+                                      large_spots=large_spots, ice_context=ice_context, model=model,
+                                      device=device, batch_size=batch_size, threads=threads,
+                                      ring_background=ring_background, cancel=cancel)
     table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
     min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
     if min_snr is not None and min_snr > 0:
@@ -301,6 +306,42 @@ def find_spots(
     if np.any(drop):
         labels, table = _keep_spots(labels, table, ~drop)
     return SpotResult(labels, table)
+
+
+def _second_looks(labels, table, image, *, geometry, pixel_mask, threshold, min_size, max_spot_size, large_spots,
+                  ice_context, cancel=None, **predict_options):
+    """The U-Net's extra passes (ice context, then binned pixels): labels and table with their spots added."""
+    from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
+
+    spotty = None
+
+    def has_spotty_ice():
+        nonlocal spotty
+        if spotty is None:
+            spotty = geometry is not None and len(contaminated_ice_shells(table["d"], geometry=geometry,
+                                                                          pixel_mask=pixel_mask)) > 0
+        return spotty
+
+    def add(extra):
+        extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
+        if not extra.any():
+            return labels, table
+        # numbered after the spots so far: rows stay label order
+        new = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
+        return new, spot_table(new, image, geometry=geometry)
+
+    if geometry is not None and (ice_context == "on" or ice_context == "auto" and has_spotty_ice()):
+        from napari_xrd.core.spots.ice_context import ice_context_spot_mask
+
+        labels, table = add(ice_context_spot_mask(image, labels > 0, geometry=geometry, pixel_mask=pixel_mask,
+                                                  threshold=threshold, cancel=cancel, **predict_options))
+    if large_spots == "on" or large_spots == "auto" and wants_coarse_pass(table, geometry=geometry):
+        # with spotty ice, binned grains would pass for spots: none is taken near an ice line
+        extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
+                                 cancel=cancel, ice_line_margin=ICE_GRAIN_MARGIN if has_spotty_ice() else None,
+                                 **predict_options)
+        labels, table = add(extra)
+    return labels, table
 
 
 def _keep_spots(labels, table, keep):

@@ -34,6 +34,7 @@ __all__ = [
     "spot_descriptors",
     "in_shells",
     "ice_line_distance",
+    "ice_line_band",
     "flag_ice_ring_spots",
 ]
 
@@ -90,6 +91,43 @@ def ice_line_distance(d_spacing, *, ice_d=ICE_RING_D) -> np.ndarray:
     out = np.full(s.shape, np.inf)
     out[ok] = np.abs(s[ok, None] - 1.0 / np.asarray(ice_d, dtype=float)[None, :]).min(axis=1)
     return out
+
+
+def ice_line_band(geometry, *, margin: float, ice_d=ICE_RING_D, radius=None) -> np.ndarray:
+    """The pixels within ``margin`` of an ice line, in ``s = 1/d`` (Å⁻¹).
+
+    Parameters
+    ----------
+    geometry : DetectorGeometry
+    margin : float
+        Half width of each band in ``s`` (Å⁻¹).
+    ice_d : sequence of float
+        Ice-line d-spacings, Å.
+    radius : (n_slow, n_fast) ndarray, optional
+        ``geometry.equivalent_radius_map()``, if already computed.
+
+    Returns
+    -------
+    band : (n_slow, n_fast) bool ndarray
+        True within a band.  Computed on the equivalent radius (monotonic
+        in 2θ), so a tilted detector's ellipses are followed exactly.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be at least 0, got {margin}")
+    r = geometry.equivalent_radius_map() if radius is None else radius
+    # s = 2 sin θ / λ; the equivalent radius is distance · tan 2θ / pixel_size
+    s_k = 1.0 / np.asarray(ice_d, dtype=float)
+    half = np.clip(np.stack([s_k - margin, s_k + margin], axis=1) * geometry.wavelength / 2.0, 0.0, 1.0)
+    two_theta = 2.0 * np.arcsin(half)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bounds = np.where(two_theta < np.pi / 2, np.tan(two_theta), np.inf) * geometry.distance / geometry.pixel_size
+    edges = []  # the bands as disjoint [start, end) intervals of radius, merged where they overlap
+    for lo, hi in sorted(map(tuple, bounds)):
+        if edges and lo <= edges[-1]:
+            edges[-1] = max(edges[-1], hi)
+        elif lo < hi:
+            edges += [lo, hi]
+    return (np.searchsorted(np.asarray(edges, dtype=r.dtype), r, side="right") % 2).astype(bool)
 
 
 def in_shells(d_spacing, shells) -> np.ndarray:

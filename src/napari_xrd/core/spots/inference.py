@@ -295,6 +295,7 @@ def predict_spot_probability(
     input_on_device: bool | None = None,
     geometry=None,
     ring_background: str = "auto",
+    pool_exclusion=None,
     progress=None,
     cancel=None,
 ) -> np.ndarray:
@@ -334,6 +335,12 @@ def predict_spot_probability(
     ring_background : {"auto", "on", "off"}
         Whether that profile is used: where it helps, always, or never
         (then each tile's block medians, as without a geometry).
+    pool_exclusion : (n_slow, n_fast) bool array_like, optional
+        Pixels left out of the statistics that the network's channel
+        attention pools over each tile (the ice lines on a frame with
+        spotty ice: bright grains there would otherwise damp the channels
+        that find spots elsewhere in the tile).  The pixels are still seen
+        and predicted.
     progress, cancel : callables, optional
 
     Returns
@@ -386,6 +393,11 @@ def predict_spot_probability(
     img_p = np.pad(np.asarray(image, dtype=np.float32), ((margin, pad_y), (margin, pad_x)))
     val_p = np.pad(valid, ((margin, pad_y), (margin, pad_x)))
     bg_p = None if background is None else np.pad(background, ((margin, pad_y), (margin, pad_x)))
+    pool_p = None
+    if pool_exclusion is not None:
+        if np.shape(pool_exclusion) != image.shape:
+            raise ValueError(f"pool_exclusion shape {np.shape(pool_exclusion)} does not match image shape {image.shape}")
+        pool_p = np.pad(~np.asarray(pool_exclusion, dtype=bool), ((margin, pad_y), (margin, pad_x)))
     on_device = dev.type != "cpu" if input_on_device is None else bool(input_on_device)
     origins = [(y, x) for y in ys for x in xs]
     total = len(origins)
@@ -414,8 +426,11 @@ def predict_spot_probability(
                                   normalisation=normalisation,
                                   background=None if bg_p is None else bg_p[y : y + tile, x : x + tile])
                     for y, x in batch])).to(dev)
+            weight = None if pool_p is None else torch.from_numpy(
+                np.stack([pool_p[y : y + tile, x : x + tile] for y, x in batch])[:, None].astype(np.float32)).to(dev)
             with autocast_context(dev):
-                logits = net(xb.contiguous(memory_format=torch.channels_last))
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                logits = net(xb) if weight is None else net(xb, weight)
             p = torch.sigmoid(logits.float())[:, 0, margin : tile - margin, margin : tile - margin]
             if not on_device:
                 p = p.cpu().numpy()
