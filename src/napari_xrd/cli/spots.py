@@ -61,8 +61,8 @@ def add_parser(sub) -> None:
                    "an ice line) (default); on; off")
     p.add_argument("--ice-context", choices=["auto", "on", "off"], default="auto",
                    help="U-Net: a second pass whose attention leaves the ice lines out of its statistics, for spots "
-                   "that bright ice grains hide elsewhere in their tiles (only spots away from the lines are "
-                   "added): auto = on frames with spotty ice (default); on; off")
+                   "that bright ice grains hide elsewhere in their tiles (it replaces the first pass away from the "
+                   "lines): auto = on frames with spotty ice (default); on; off")
     p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "

@@ -210,10 +210,10 @@ def find_spots(
         added: binned grains look like spots to the network.
     ice_context : {"auto", "on", "off"}
         U-Net with ``geometry`` only: a second pass whose channel attention
-        leaves the pixels within 0.012 Å⁻¹ of the ice lines out of its
+        leaves the pixels within 0.016 Å⁻¹ of the ice lines out of its
         per-tile statistics, so that bright grains there do not damp the
-        network elsewhere in their tiles; it adds the spots it finds away
-        from the lines where the first pass found none
+        network elsewhere in their tiles; away from the lines its
+        probability replaces the first pass's
         (:mod:`~napari_xrd.core.spots.ice_context`).  "auto": on frames with
         spotty ice (:func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`
         on the first pass's spots); "on": always; "off": never.
@@ -273,14 +273,10 @@ def find_spots(
         min_size = 2 if min_spot_size is None else min_spot_size
     else:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
-    if method == "unet":  # touching spots, one probability core each, are cut apart
-        from napari_xrd.core.spots.split import split_touching_spots
-
-        labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
-    table = spot_table(labels, image, geometry=geometry)
+    labels, table = _label(strong, probability if method == "unet" else None, image, geometry=geometry,
+                           min_size=min_size, max_spot_size=max_spot_size, threshold=threshold)
     if method == "unet" and (large_spots != "off" or ice_context != "off"):
-        labels, table = _second_looks(labels, table, image, geometry=geometry, pixel_mask=pixel_mask,
+        labels, table = _second_looks(labels, table, image, probability, geometry=geometry, pixel_mask=pixel_mask,
                                       threshold=threshold, min_size=min_size, max_spot_size=max_spot_size,
                                       large_spots=large_spots, ice_context=ice_context, model=model,
                                       device=device, batch_size=batch_size, threads=threads,
@@ -308,39 +304,40 @@ def find_spots(
     return SpotResult(labels, table)
 
 
-def _second_looks(labels, table, image, *, geometry, pixel_mask, threshold, min_size, max_spot_size, large_spots,
-                  ice_context, cancel=None, **predict_options):
-    """The U-Net's extra passes (ice context, then binned pixels): labels and table with their spots added."""
+def _label(strong, probability, image, *, geometry, min_size, max_spot_size, threshold):
+    """Labels and table of a strong-pixel mask; with a U-Net probability, touching spots are cut apart."""
+    labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
+    if probability is not None:  # touching spots, one probability core each
+        from napari_xrd.core.spots.split import split_touching_spots
+
+        labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
+    return labels, spot_table(labels, image, geometry=geometry)
+
+
+def _second_looks(labels, table, image, probability, *, geometry, pixel_mask, threshold, min_size, max_spot_size,
+                  large_spots, ice_context, cancel=None, **predict_options):
+    """The U-Net's extra passes (ice context, then binned pixels): labels and table with their spots."""
     from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
 
-    spotty = None
+    # spotty ice, judged on the first pass's spots, where a choice needs it
+    needed = geometry is not None and (ice_context == "auto" or large_spots != "off")
+    spotty = needed and len(contaminated_ice_shells(table["d"], geometry=geometry, pixel_mask=pixel_mask)) > 0
+    if geometry is not None and (ice_context == "on" or ice_context == "auto" and spotty):
+        from napari_xrd.core.spots.ice_context import ice_context_probability
 
-    def has_spotty_ice():
-        nonlocal spotty
-        if spotty is None:
-            spotty = geometry is not None and len(contaminated_ice_shells(table["d"], geometry=geometry,
-                                                                          pixel_mask=pixel_mask)) > 0
-        return spotty
-
-    def add(extra):
-        extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
-        if not extra.any():
-            return labels, table
-        # numbered after the spots so far: rows stay label order
-        new = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
-        return new, spot_table(new, image, geometry=geometry)
-
-    if geometry is not None and (ice_context == "on" or ice_context == "auto" and has_spotty_ice()):
-        from napari_xrd.core.spots.ice_context import ice_context_spot_mask
-
-        labels, table = add(ice_context_spot_mask(image, labels > 0, geometry=geometry, pixel_mask=pixel_mask,
-                                                  threshold=threshold, cancel=cancel, **predict_options))
+        probability = ice_context_probability(image, probability, geometry=geometry, pixel_mask=pixel_mask,
+                                              threshold=threshold, cancel=cancel, **predict_options)
+        labels, table = _label(probability > threshold, probability, image, geometry=geometry, min_size=min_size,
+                               max_spot_size=max_spot_size, threshold=threshold)
     if large_spots == "on" or large_spots == "auto" and wants_coarse_pass(table, geometry=geometry):
         # with spotty ice, binned grains would pass for spots: none is taken near an ice line
         extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
-                                 cancel=cancel, ice_line_margin=ICE_GRAIN_MARGIN if has_spotty_ice() else None,
+                                 cancel=cancel, ice_line_margin=ICE_GRAIN_MARGIN if spotty else None,
                                  **predict_options)
-        labels, table = add(extra)
+        extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
+        if extra.any():  # numbered after the first pass's spots: rows stay label order
+            labels = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
+            table = spot_table(labels, image, geometry=geometry)
     return labels, table
 
 

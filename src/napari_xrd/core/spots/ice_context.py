@@ -11,32 +11,35 @@ pixels near the ice lines out of the pooled statistics
 (``predict_spot_probability(pool_exclusion=...)``), so that every tile is
 judged with the gains of a tile without grains.
 
-The network also fires on grains with those gains, so only what this pass
-finds away from the ice lines is taken, and only where the first pass found
-nothing: the first pass's spots keep their pixels and their labels.
+The network also fires on grains with those gains, so this pass's
+probability is taken only away from the ice lines; near them the first
+pass's stays.  Away from the lines it finds streaks that the first pass
+missed, and the bright cores of streaks that the first pass left out (which
+cut such a streak in two, each half's centroid a few pixels off).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["ice_context_spot_mask", "ICE_CONTEXT_MARGIN"]
+__all__ = ["ice_context_probability", "ICE_CONTEXT_MARGIN"]
 
 #: half width (Å⁻¹ in ``1/d``) of the bands about the ice lines that the pass leaves out of the attention's
 #: statistics and in which it adds nothing: the widest spread of grains the ice rule considers
 ICE_CONTEXT_MARGIN = 0.016
 
 
-def ice_context_spot_mask(image, found, *, geometry, pixel_mask=None, threshold: float = 0.5,
-                          margin: float = ICE_CONTEXT_MARGIN, **predict_options) -> np.ndarray:
-    """Spots that the U-Net finds away from the ice lines once the lines leave its tile statistics.
+def ice_context_probability(image, probability, *, geometry, pixel_mask=None, threshold: float = 0.5,
+                            margin: float = ICE_CONTEXT_MARGIN, **predict_options) -> np.ndarray:
+    """The spot probability with the ice lines left out of the network's tile statistics, away from the lines.
 
     Parameters
     ----------
     image : (n_slow, n_fast) array_like
         Raw counts.
-    found : (n_slow, n_fast) bool array_like
-        The first pass's spot pixels; a new spot touching them is not taken.
+    probability : (n_slow, n_fast) array_like
+        The first pass's probability
+        (:func:`~napari_xrd.core.spots.inference.predict_spot_probability`).
     geometry : DetectorGeometry
         Places the ice lines.
     pixel_mask : (n_slow, n_fast) array_like, optional
@@ -52,29 +55,29 @@ def ice_context_spot_mask(image, found, *, geometry, pixel_mask=None, threshold:
 
     Returns
     -------
-    new : (n_slow, n_fast) bool ndarray
-        Pixels of the spots found by this pass that lie mostly outside the
-        bands within ``margin`` of an ice line and do not touch ``found``;
-        never a masked pixel.
+    probability : (n_slow, n_fast) float32 ndarray
+        ``probability`` within ``margin`` of an ice line, where grains are,
+        and on every spot (pixels above ``threshold`` in either pass) that
+        lies mostly there, so that a grain at a band's edge is judged whole
+        as the first pass saw it; elsewhere the second pass's, whose
+        channel attention pooled over each tile without those bands.
     """
     from scipy import ndimage
 
     from napari_xrd.core.spots.ice import ice_line_band
     from napari_xrd.core.spots.inference import predict_spot_probability
 
-    image = np.asarray(image)
-    found = np.asarray(found, dtype=bool)
-    if found.shape != image.shape:
-        raise ValueError(f"found shape {found.shape} does not match image shape {image.shape}")
+    probability = np.asarray(probability, dtype=np.float32)
+    if probability.shape != np.shape(image):
+        raise ValueError(f"probability shape {probability.shape} does not match image shape {np.shape(image)}")
     band = ice_line_band(geometry, margin=margin)
-    prob = predict_spot_probability(image, pixel_mask=pixel_mask, geometry=geometry, pool_exclusion=band,
-                                    **predict_options)
-    labels, n = ndimage.label(prob > threshold)
-    if n == 0:
-        return np.zeros(image.shape, dtype=bool)
-    index = np.arange(1, n + 1)
-    new = np.zeros(n + 1, dtype=bool)
-    # a spot mostly in a band is left to the first pass and the ice rule; one touching a found spot is not new
-    new[1:] = ndimage.mean(band, labels, index) < 0.5
-    new[np.unique(labels[ndimage.binary_dilation(found) & (labels > 0)])] = False
-    return new[labels]
+    context = predict_spot_probability(image, pixel_mask=pixel_mask, geometry=geometry, pool_exclusion=band,
+                                       **predict_options)
+    keep = band.copy()
+    for p in (probability, context):
+        labels, n = ndimage.label(p > threshold)
+        if n:
+            mostly_in_band = np.zeros(n + 1, dtype=bool)
+            mostly_in_band[1:] = ndimage.mean(band, labels, np.arange(1, n + 1)) >= 0.5
+            keep |= mostly_in_band[labels]
+    return np.where(keep, probability, context)
