@@ -351,3 +351,45 @@ def test_touching_spots_with_a_core_each_are_cut_apart():
     # one core, however elongated, is one spot
     streak = np.maximum.reduce([blob(20, x, 1.5) for x in range(10, 30)])
     assert split_touching_spots(label_spots(streak > 0.5, min_spot_size=2), streak).max() == 1
+
+
+def _counts(spots, shape=(48, 64), background=3.0, seed=0):
+    """Poisson counts of Gaussian spots ``(y, x, photons, sigma_x, sigma_y)`` on a flat background."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]] + 0.5
+    lam = np.full(shape, background)
+    for y, x, photons, sx, sy in spots:
+        lam += photons / (2 * np.pi * sx * sy) * np.exp(-((xx - x) / sx) ** 2 / 2 - ((yy - y) / sy) ** 2 / 2)
+    return np.random.default_rng(seed).poisson(lam).astype(np.float32)
+
+
+def test_spots_with_a_maximum_of_counts_each_are_cut_apart():
+    from scipy import ndimage
+
+    from napari_xrd.core.spots.split import split_at_intensity_peaks
+
+    for seed in range(5):
+        image = _counts([(24, 20, 700, 1.1, 1.1), (24, 26.5, 600, 1.1, 1.1), (10, 50, 500, 1.1, 1.1)], seed=seed)
+        labels = np.zeros(image.shape, np.int32)
+        labels[20:29, 16:31] = 1  # one region over the close pair, as a flat probability would give
+        labels[7:14, 47:54] = 2  # a spot alone
+        pixel_mask = np.zeros(image.shape, np.uint32)
+        pixel_mask[0, 0] = 1
+        split = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask)
+        assert split.max() == 3 and np.array_equal(split > 0, labels > 0)
+        assert split[24, 20] != split[24, 26] and split[24, 20] > 0 and split[24, 26] > 0
+        com = ndimage.center_of_mass(image, split, [split[24, 20], split[24, 26]])
+        assert abs(com[0][1] + 0.5 - 20) < 1.0 and abs(com[1][1] + 0.5 - 26.5) < 1.0  # each part centred on its spot
+        assert split[10, 50] == 1  # raster order
+    with pytest.raises(ValueError, match="differ in shape"):
+        split_at_intensity_peaks(labels, image[:10])
+
+
+def test_a_streak_or_a_faint_spot_stays_whole():
+    from napari_xrd.core.spots.split import split_at_intensity_peaks
+
+    for seed in range(8):
+        image = _counts([(24, 30, 2500, 4.0, 1.2), (10, 8, 60, 1.2, 1.2)], seed=seed)
+        labels = np.zeros(image.shape, np.int32)
+        labels[7:14, 5:12] = 1  # a faint spot: its noise makes no second maximum
+        labels[21:28, 18:43] = 2  # the streak
+        np.testing.assert_array_equal(split_at_intensity_peaks(labels, image), labels)

@@ -147,8 +147,10 @@ def find_spots(
         ``global_threshold`` as in ``dials.find_spots``).  "unet": the
         attention U-Net ``model`` (a name from ``list_models(task="spots")``,
         a path to a card, or "default"), pixels with probability above
-        ``threshold``; touching spots with a probability core each are cut
-        apart (:func:`~napari_xrd.core.spots.split.split_touching_spots`).
+        ``threshold``; touching spots with a probability core each, or a
+        clear maximum of the counts each, are cut apart
+        (:func:`~napari_xrd.core.spots.split.split_touching_spots`,
+        :func:`~napari_xrd.core.spots.split.split_at_intensity_peaks`).
     geometry : DetectorGeometry, optional
         Gives each spot's resolution ``d``, and the U-Net the powder rings'
         profile in 2θ as part of its input's background (``ring_background``).
@@ -274,7 +276,8 @@ def find_spots(
     else:
         raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     labels, table = _label(strong, probability if method == "unet" else None, image, geometry=geometry,
-                           min_size=min_size, max_spot_size=max_spot_size, threshold=threshold)
+                           pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
+                           threshold=threshold)
     if method == "unet" and (large_spots != "off" or ice_context != "off"):
         labels, table = _second_looks(labels, table, image, probability, geometry=geometry, pixel_mask=pixel_mask,
                                       threshold=threshold, min_size=min_size, max_spot_size=max_spot_size,
@@ -304,13 +307,14 @@ def find_spots(
     return SpotResult(labels, table)
 
 
-def _label(strong, probability, image, *, geometry, min_size, max_spot_size, threshold):
+def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_spot_size, threshold):
     """Labels and table of a strong-pixel mask; with a U-Net probability, touching spots are cut apart."""
     labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
-    if probability is not None:  # touching spots, one probability core each
-        from napari_xrd.core.spots.split import split_touching_spots
+    if probability is not None:  # touching spots: one probability core each, or one maximum of the counts each
+        from napari_xrd.core.spots.split import split_at_intensity_peaks, split_touching_spots
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
+        labels = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask)
     return labels, spot_table(labels, image, geometry=geometry)
 
 
@@ -327,8 +331,9 @@ def _second_looks(labels, table, image, probability, *, geometry, pixel_mask, th
 
         probability = ice_context_probability(image, probability, geometry=geometry, pixel_mask=pixel_mask,
                                               threshold=threshold, cancel=cancel, **predict_options)
-        labels, table = _label(probability > threshold, probability, image, geometry=geometry, min_size=min_size,
-                               max_spot_size=max_spot_size, threshold=threshold)
+        labels, table = _label(probability > threshold, probability, image, geometry=geometry,
+                               pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
+                               threshold=threshold)
     if large_spots == "on" or large_spots == "auto" and wants_coarse_pass(table, geometry=geometry):
         # with spotty ice, binned grains would pass for spots: none is taken near an ice line
         extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
