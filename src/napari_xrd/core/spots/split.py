@@ -42,12 +42,8 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
     from scipy import ndimage
     from skimage.segmentation import watershed
 
-    labels = np.asarray(labels)
     prob = np.asarray(probability, dtype=np.float32)
-    if labels.shape != prob.shape:
-        raise ValueError(f"labels {labels.shape} and probability {prob.shape} differ in shape")
-    out = labels.astype(np.int32, copy=True)
-    n = int(out.max()) if out.size else 0
+    labels, out, n = _start(labels, prob, "probability")
     if n == 0:
         return out
     cores, n_cores = ndimage.label((prob > core_threshold) & (labels > 0))
@@ -111,12 +107,8 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
     from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
-    labels = np.asarray(labels)
     image = np.asarray(image)
-    if labels.shape != image.shape:
-        raise ValueError(f"labels {labels.shape} and image {image.shape} differ in shape")
-    out = labels.astype(np.int32, copy=True)
-    n = int(out.max()) if out.size else 0
+    labels, out, n = _start(labels, image, "image")
     if n == 0:
         return out
     counts = np.clip(np.nan_to_num(image.astype(np.float32, copy=False), nan=0.0, posinf=0.0), 0, None)
@@ -151,6 +143,15 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
             out[sl][parts == i] = next_label
             next_label += 1
     return _raster_order(out, next_label)
+
+
+def _start(labels, other, name):
+    """``labels`` checked against ``other``'s shape, a writable int32 copy, and the number of spots."""
+    labels = np.asarray(labels)
+    if labels.shape != other.shape:
+        raise ValueError(f"labels {labels.shape} and {name} {other.shape} differ in shape")
+    out = labels.astype(np.int32, copy=True)
+    return labels, out, int(out.max()) if out.size else 0
 
 
 def _raster_order(out, next_label):
