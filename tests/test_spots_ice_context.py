@@ -110,3 +110,18 @@ def test_cli_ice_context_option(tmp_path, capsys):
     assert found["auto"] >= found["off"] + 0.5
     with pytest.raises(SystemExit):
         main(["spots", str(path), "--ice-context", "maybe"])
+
+
+def test_pool_exclusion_on_both_input_paths():
+    from napari_xrd.core.spots.inference import predict_spot_probability
+
+    image, _ = _spotty_frame(0)
+    band = ice_line_band(NEAR, margin=ICE_CONTEXT_MARGIN)
+    opts = dict(geometry=NEAR, device="cpu", pool_exclusion=band)
+    numpy_path = predict_spot_probability(image, input_on_device=False, **opts) > 0.5
+    torch_path = predict_spot_probability(image, input_on_device=True, **opts) > 0.5  # the GPU's path
+    blind = predict_spot_probability(image, geometry=NEAR, device="cpu", input_on_device=True) > 0.5
+    assert (numpy_path != torch_path).mean() < 1e-3  # float32 medians differ a little between the paths
+    assert (torch_path & ~band).sum() > 2 * (blind & ~band).sum()  # the exclusion took effect there too
+    with pytest.raises(ValueError, match="pool_exclusion shape"):
+        predict_spot_probability(image, device="cpu", pool_exclusion=band[:10])
