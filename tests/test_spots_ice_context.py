@@ -125,3 +125,13 @@ def test_pool_exclusion_on_both_input_paths():
     assert (torch_path & ~band).sum() > 2 * (blind & ~band).sum()  # the exclusion took effect there too
     with pytest.raises(ValueError, match="pool_exclusion shape"):
         predict_spot_probability(image, device="cpu", pool_exclusion=band[:10])
+    # excluding nothing is the first pass, to the bit (the padding about the frame counts in both)
+    first, background = predict_spot_probability(image, geometry=NEAR, device="cpu", return_background=True)
+    same = predict_spot_probability(image, geometry=NEAR, device="cpu", pool_exclusion=np.zeros(image.shape, bool))
+    np.testing.assert_array_equal(same, first)
+    # the first pass's background serves a second pass unchanged
+    assert background is not None and background.shape == image.shape
+    again = predict_spot_probability(image, geometry=NEAR, device="cpu", pool_exclusion=band, background=background)
+    np.testing.assert_array_equal(again, predict_spot_probability(image, **opts, input_on_device=False))
+    with pytest.raises(ValueError, match="background shape"):
+        predict_spot_probability(image, geometry=NEAR, device="cpu", background=background[:10])

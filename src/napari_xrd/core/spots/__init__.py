@@ -259,7 +259,7 @@ def find_spots(
 
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        probability = predict_spot_probability(
+        probability, background = predict_spot_probability(
             image,
             pixel_mask=pixel_mask,
             model=model,
@@ -270,6 +270,7 @@ def find_spots(
             ring_background=ring_background,
             progress=progress,
             cancel=cancel,
+            return_background=True,
         )
         strong = probability > threshold
         min_size = 2 if min_spot_size is None else min_spot_size
@@ -279,8 +280,9 @@ def find_spots(
                            pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
                            threshold=threshold)
     if method == "unet" and (large_spots != "off" or ice_context != "off"):
-        labels, table = _second_looks(labels, table, image, probability, geometry=geometry, pixel_mask=pixel_mask,
-                                      threshold=threshold, min_size=min_size, max_spot_size=max_spot_size,
+        labels, table = _second_looks(labels, table, image, probability, background, geometry=geometry,
+                                      pixel_mask=pixel_mask, threshold=threshold, min_size=min_size,
+                                      max_spot_size=max_spot_size,
                                       large_spots=large_spots, ice_context=ice_context, model=model,
                                       device=device, batch_size=batch_size, threads=threads,
                                       ring_background=ring_background, cancel=cancel)
@@ -318,8 +320,8 @@ def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_sp
     return labels, spot_table(labels, image, geometry=geometry)
 
 
-def _second_looks(labels, table, image, probability, *, geometry, pixel_mask, threshold, min_size, max_spot_size,
-                  large_spots, ice_context, cancel=None, **predict_options):
+def _second_looks(labels, table, image, probability, background, *, geometry, pixel_mask, threshold, min_size,
+                  max_spot_size, large_spots, ice_context, cancel=None, **predict_options):
     """The U-Net's extra passes (ice context, then binned pixels): labels and table with their spots."""
     from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
 
@@ -329,8 +331,10 @@ def _second_looks(labels, table, image, probability, *, geometry, pixel_mask, th
     if geometry is not None and (ice_context == "on" or ice_context == "auto" and spotty):
         from napari_xrd.core.spots.ice_context import ice_context_probability
 
+        # the first pass's input background serves again (the binned pass computes its own)
         probability = ice_context_probability(image, probability, geometry=geometry, pixel_mask=pixel_mask,
-                                              threshold=threshold, cancel=cancel, **predict_options)
+                                              threshold=threshold, cancel=cancel, background=background,
+                                              **predict_options)
         labels, table = _label(probability > threshold, probability, image, geometry=geometry,
                                pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
                                threshold=threshold)

@@ -296,6 +296,8 @@ def predict_spot_probability(
     geometry=None,
     ring_background: str = "auto",
     pool_exclusion=None,
+    background=None,
+    return_background: bool = False,
     progress=None,
     cancel=None,
 ) -> np.ndarray:
@@ -341,12 +343,22 @@ def predict_spot_probability(
         spotty ice: bright grains there would otherwise damp the channels
         that find spots elsewhere in the tile).  The pixels are still seen
         and predicted.
+    background : (n_slow, n_fast) float32 ndarray, optional
+        The input's background for this frame as an earlier pass on it
+        computed it (``return_background``), to save computing it again;
+        models whose card says ``inference.input = "local"`` only.
+    return_background : bool
+        Also return the background used.
     progress, cancel : callables, optional
 
     Returns
     -------
     probability : (n_slow, n_fast) float32 ndarray
         0 on masked pixels.
+    background : (n_slow, n_fast) float32 ndarray or None
+        With ``return_background``: the input's background
+        (:func:`frame_background`), None where each tile's block medians
+        were used.
     """
     import torch
 
@@ -382,9 +394,12 @@ def predict_spot_probability(
         raise ValueError(f"margin {margin} too large for tile {tile}")
     if batch_size is None:
         batch_size = 32 if dev.type == "cuda" else 8
-    background = None
-    if normalisation == "local":
+    if normalisation != "local":
+        background = None
+    elif background is None:
         background, _ = frame_background(image, valid, geometry, ring_background=ring_background)
+    elif np.shape(background) != image.shape:
+        raise ValueError(f"background shape {np.shape(background)} does not match image shape {image.shape}")
 
     ny, nx = image.shape
     ys, xs = _tile_origins(ny, step), _tile_origins(nx, step)
@@ -396,8 +411,11 @@ def predict_spot_probability(
     pool_p = None
     if pool_exclusion is not None:
         if np.shape(pool_exclusion) != image.shape:
-            raise ValueError(f"pool_exclusion shape {np.shape(pool_exclusion)} does not match image shape {image.shape}")
-        pool_p = np.pad(~np.asarray(pool_exclusion, dtype=bool), ((margin, pad_y), (margin, pad_x)))
+            raise ValueError(f"pool_exclusion shape {np.shape(pool_exclusion)} does not match image shape "
+                             f"{image.shape}")
+        # the padding counts, as it does without an exclusion: only the excluded pixels differ
+        pool_p = np.pad(~np.asarray(pool_exclusion, dtype=bool), ((margin, pad_y), (margin, pad_x)),
+                        constant_values=True)
     on_device = dev.type != "cpu" if input_on_device is None else bool(input_on_device)
     origins = [(y, x) for y in ys for x in xs]
     total = len(origins)
@@ -441,7 +459,7 @@ def predict_spot_probability(
     if on_device:
         prob = prob.cpu().numpy()
     prob[~valid] = 0.0
-    return prob
+    return (prob, background) if return_background else prob
 
 
 def predict_spot_mask(image, *, threshold: float = 0.5, **kwargs) -> np.ndarray:
