@@ -66,3 +66,23 @@ def test_find_spots_min_spot_snr_drops_weak_spots_and_renumbers():
     assert set(np.unique(strong.labels)) == set(range(strong.table.n_spots + 1))
     # dispersion's default filters nothing (its per-pixel tests are DIALS's)
     assert find_spots(img, method="dispersion").table.n_spots == full.table.n_spots
+
+
+def test_unet_default_drops_spots_below_snr_2_5(monkeypatch):
+    import napari_xrd.core.spots as spots
+
+    img, _ = _frame(5.0, seed=3)
+    assigned = np.array([2.4, 2.6, 2.9, 3.5, 2.0, 8.0])
+
+    def fake(labels, image, table, pixel_mask=None):
+        n = len(table)
+        return np.zeros(n), np.resize(assigned, n)
+
+    monkeypatch.setattr(spots, "spot_significance", fake)
+    full = find_spots(img, method="unet", device="cpu", min_spot_snr=0)
+    n = full.table.n_spots
+    assert n >= 3  # the four spots of the frame (at least the three bright ones)
+    kept = find_spots(img, method="unet", device="cpu")
+    # 2.6 and 2.9 stay (the old default of 3 dropped them); 2.4 and 2.0 go
+    assert kept.table.n_spots == int((np.resize(assigned, n) >= 2.5).sum())
+    assert np.all(kept.table["snr"] >= 2.5) and np.any(kept.table["snr"] < 3.0)

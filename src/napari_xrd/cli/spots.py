@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
                    "(default); keep = keep them, flagged (JSON beamstop_shadow)")
     p.add_argument("--min-spot-snr", type=float, default=None,
                    help="drop spots whose integrated signal-to-noise ratio over the local background is below this "
-                   "(default: 3 for the U-Net, none for dispersion; JSON snr)")
+                   "(default: 2.5 for the U-Net, none for dispersion; JSON snr)")
     p.add_argument("--ring-background", choices=["auto", "on", "off"], default="auto",
                    help="U-Net: make the water and ice rings' profile in 2θ part of the input's background, so that "
                    "weak spots on narrow rings are seen (needs the geometry, beam centre good to a pixel or so): "
