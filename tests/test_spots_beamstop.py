@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
-from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
+from napari_xrd.core.beam_center._common import block_sums
+from napari_xrd.core.beam_center.beamstop import beamstop_shadow_at, beamstop_shadow_mask
+from napari_xrd.core.coords import pixel_index
 from napari_xrd.core.geometry import DetectorGeometry
 from napari_xrd.core.spots import find_spots
 
@@ -55,6 +57,33 @@ def test_shadow_mask_covers_the_disc_and_arm_not_the_rest(pedestal):
     assert m[(np.abs(yy + 0.5 - 190.0) < 3) & (xx > 300)].mean() > 0.9  # the arm
     assert m[r > 40].mean() < 0.05  # the arm's strip, no more (it is 5% of the frame)
     assert m[(r > 40) & (np.abs(yy + 0.5 - 190.0) > 12)].sum() == 0
+
+
+def test_shadow_at_points_is_the_mask_looked_up():
+    img, pm, geom, _, _ = _frame(gaps=True)
+    pm[200:203, 150:153] = 8  # a masked pixel inside the shadow
+    kw = dict(beam_center=geom.beam_center, pixel_size=geom.pixel_size)
+    m = beamstop_shadow_mask(img, pm == 0, **kw)
+    rng = np.random.default_rng(3)
+    pts = np.concatenate([rng.uniform(-3.0, 403.0, (4000, 2)), rng.normal(200.0, 40.0, (4000, 2)),
+                          [[151.5, 201.5], [399.9, 399.9]]])
+    at = beamstop_shadow_at(pts, img, pm == 0, **kw)
+    assert 500 < at.sum() < len(pts) - 500  # points in and out of the shadow
+    np.testing.assert_array_equal(at, m[pixel_index(pts, img.shape)])
+    assert not at[-2]  # the masked pixel
+    assert beamstop_shadow_at(np.zeros((0, 2)), img, pm == 0, **kw).shape == (0,)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 7])
+def test_block_sums_are_those_of_reshaped_blocks(factor):
+    rng = np.random.default_rng(factor)
+    data = rng.normal(10.0, 3.0, (101, 94)).astype(np.float32)
+    valid = rng.random(data.shape) > 0.2
+    s, c = block_sums(data, valid, factor)
+    h, w = 101 // factor, 94 // factor
+    blocks = np.where(valid, data, 0.0)[: h * factor, : w * factor].reshape(h, factor, w, factor)
+    np.testing.assert_allclose(s, blocks.sum(axis=(1, 3), dtype=np.float64), rtol=1e-12)
+    np.testing.assert_array_equal(c, valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3)))
 
 
 def test_no_shadow_no_mask_and_module_gaps_are_not_shadow():

@@ -47,8 +47,13 @@ def block_sums(data: np.ndarray, valid: np.ndarray, factor: int) -> tuple[np.nda
     n_slow, n_fast = data.shape
     h, w = n_slow // factor, n_fast // factor
     d = np.where(valid, data, np.float32(0))[: h * factor, : w * factor]
-    s = d.reshape(h, factor, w, factor).sum(axis=(1, 3), dtype=np.float64)
-    c = valid[: h * factor, : w * factor].reshape(h, factor, w, factor).sum(axis=(1, 3))
+    v = valid[: h * factor, : w * factor]
+    s = np.zeros((h, w), dtype=np.float64)
+    c = np.zeros((h, w), dtype=np.int64)
+    for dy in range(factor):  # strided adds: about half the time of a sum over reshaped axes
+        for dx in range(factor):
+            s += d[dy::factor, dx::factor]
+            c += v[dy::factor, dx::factor]
     return s, c
 
 

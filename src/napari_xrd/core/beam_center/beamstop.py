@@ -27,7 +27,7 @@ import numpy as np
 
 from napari_xrd.core.beam_center._common import block_sums
 
-__all__ = ["find_beamstop", "beamstop_shadow_mask"]
+__all__ = ["find_beamstop", "beamstop_shadow_mask", "beamstop_shadow_blocks", "beamstop_shadow_at"]
 
 #: rays (every 4°) on which the disc's edge must be seen for a circle fit: a
 #: quarter of the circle, so a disc half hidden by a module gap still counts
@@ -378,16 +378,86 @@ def beamstop_shadow_mask(
     (n_slow, n_fast) bool ndarray
         True in the shadow (all False when there is none).
     """
+    blocks, factor = beamstop_shadow_blocks(image, valid, beam_center=beam_center, pixel_size=pixel_size,
+                                            search_radius_px=search_radius_px, core_fraction=core_fraction,
+                                            edge_fraction=edge_fraction)
+    valid = np.asarray(valid, bool)
+    out = np.zeros(valid.shape, bool)
+    if blocks.any():
+        full = np.repeat(np.repeat(blocks, factor, axis=0), factor, axis=1)
+        out[: full.shape[0], : full.shape[1]] = full
+    return out & valid
+
+
+def beamstop_shadow_at(fast_slow, image, valid, **options) -> np.ndarray:
+    """Whether each point lies in the beamstop's shadow (:func:`beamstop_shadow_mask`).
+
+    The same answer as looking the points up in the mask, without making
+    the full-size mask: to flag spots in the shadow.
+
+    Parameters
+    ----------
+    fast_slow : (n, 2) array_like
+        Points, pixels, DIALS corner convention (first pixel's centre at
+        (0.5, 0.5)).
+    image, valid : (n_slow, n_fast) ndarray
+        As for :func:`beamstop_shadow_mask`.
+    **options
+        Passed to :func:`beamstop_shadow_blocks`.
+
+    Returns
+    -------
+    (n,) bool ndarray
+        False on invalid pixels; a point off the image takes its nearest edge pixel.
+    """
+    from napari_xrd.core.coords import pixel_index
+
+    valid = np.asarray(valid, bool)
+    points = np.asarray(fast_slow, dtype=float).reshape(-1, 2)
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
+    slow, fast = pixel_index(points, valid.shape)
+    blocks, factor = beamstop_shadow_blocks(image, valid, **options)
+    by, bx = slow // factor, fast // factor
+    inside = (by < blocks.shape[0]) & (bx < blocks.shape[1])
+    out = np.zeros(len(points), dtype=bool)
+    out[inside] = blocks[by[inside], bx[inside]]
+    return out & valid[slow, fast]
+
+
+def beamstop_shadow_blocks(
+    image,
+    valid,
+    *,
+    beam_center=None,
+    pixel_size: float | None = None,
+    search_radius_px: float | None = None,
+    core_fraction: float = 0.3,
+    edge_fraction: float = 0.6,
+) -> tuple[np.ndarray, int]:
+    """The beamstop's shadow on the ~0.3 mm blocks :func:`beamstop_shadow_mask` judges.
+
+    Parameters are those of :func:`beamstop_shadow_mask`.
+
+    Returns
+    -------
+    blocks : (n_slow // factor, n_fast // factor) bool ndarray
+        True for blocks in the shadow; block ``(i, j)`` covers pixel rows
+        ``i·factor .. (i+1)·factor - 1`` and the same columns.  Pixels of a
+        trailing part block are never shadow.
+    factor : int
+        Block side, pixels.
+    """
     from scipy import ndimage
 
     data = np.asarray(image, dtype=np.float32)
     valid = np.asarray(valid, bool)
     if data.ndim != 2 or valid.shape != data.shape:
         raise ValueError(f"image must be 2-D and valid of the same shape, got {data.shape} and {valid.shape}")
-    out = np.zeros(data.shape, bool)
+    factor = _block_factor(data, valid, pixel_size)
+    out = np.zeros((data.shape[0] // factor, data.shape[1] // factor), bool), factor
     if not valid.any():
         return out
-    factor = _block_factor(data, valid, pixel_size)
     s, n = block_sums(data, valid, factor)
     ok = n >= 0.5 * factor * factor
     if not ok.any():
@@ -431,6 +501,4 @@ def beamstop_shadow_mask(
         hole_size = np.bincount(hole_lab.ravel(), minlength=n_holes + 1)
         small = np.flatnonzero(hole_size <= shadow.sum())
         shadow |= np.isin(hole_lab, small[small > 0])
-    full = np.repeat(np.repeat(shadow, factor, axis=0), factor, axis=1)
-    out[: full.shape[0], : full.shape[1]] = full
-    return out & valid
+    return shadow, factor

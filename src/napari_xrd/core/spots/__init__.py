@@ -64,19 +64,14 @@ def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
     """Which spots have their centroid in the beamstop's shadow."""
     if len(table) == 0:
         return np.zeros(0, dtype=bool)
-    from napari_xrd.core.beam_center.beamstop import beamstop_shadow_mask
-    from napari_xrd.core.coords import pixel_index
+    from napari_xrd.core.beam_center.beamstop import beamstop_shadow_at
 
     valid = np.isfinite(image) & (image >= 0)
     if pixel_mask is not None:
         valid &= np.asarray(pixel_mask) == 0
-    shadow = beamstop_shadow_mask(
-        image,
-        valid,
-        beam_center=None if geometry is None else geometry.beam_center,
-        pixel_size=None if geometry is None else geometry.pixel_size,
-    )
-    return shadow[pixel_index(table.fast_slow(), image.shape)]
+    return beamstop_shadow_at(table.fast_slow(), image, valid,
+                              beam_center=None if geometry is None else geometry.beam_center,
+                              pixel_size=None if geometry is None else geometry.pixel_size)
 
 
 class SpotResult(NamedTuple):
