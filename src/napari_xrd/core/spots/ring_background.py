@@ -116,17 +116,23 @@ def powder_ring_background(
     if not with_opposite:
         n, mean, _ = _shell_stats(k[keep], v[keep], n_shells)
         return _lookup(_filled(mean, n >= min_pixels), i0, w)
-    quadrant = _quadrants(geometry)
-    q = quadrant[::step][sel][keep]
+    rows, cols = _quadrant_split(geometry)
+    quadrant = (2 * (np.arange(values.shape[0])[::step] >= rows)[:, None]
+                + (np.arange(values.shape[1]) >= cols)[None, :]).astype(np.int8)
+    q = quadrant[sel][keep].astype(np.int64)
     nq, meanq, _ = _shell_stats(k[keep] + n_shells * q, v[keep], 4 * n_shells)
     nq, meanq = nq.reshape(4, n_shells), meanq.reshape(4, n_shells)
     n = nq.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.nansum(meanq * nq, axis=0) / n
     background = _lookup(_filled(mean, n >= min_pixels), i0, w)
-    table = np.concatenate([_filled(meanq[3 - j], nq[3 - j] >= min_pixels) for j in range(4)])
-    i0 += (n_shells * quadrant).astype(np.int32)
-    return background, _lookup(table, i0, w)
+    # each quadrant (a rectangle) looked up in the profile of the one opposite it
+    opposite = np.empty(values.shape, dtype=np.float32)
+    for j, (r, c) in enumerate(((slice(0, rows), slice(0, cols)), (slice(0, rows), slice(cols, None)),
+                                (slice(rows, None), slice(0, cols)), (slice(rows, None), slice(cols, None)))):
+        if opposite[r, c].size:
+            opposite[r, c] = _lookup(_filled(meanq[3 - j], nq[3 - j] >= min_pixels), i0[r, c], w[r, c])
+    return background, opposite
 
 
 def _shell_stats(k, v, n_bins):
@@ -165,9 +171,13 @@ def _lookup(table, i0, w) -> np.ndarray:
     return hi
 
 
-def _quadrants(geometry) -> np.ndarray:
-    """0-3 per pixel: ``2 · (slow > beam) + (fast > beam)``; quadrant ``3 - q`` is opposite ``q``."""
+def _quadrant_split(geometry) -> tuple[int, int]:
+    """First row and first column past the beam centre: quadrant ``2 · (slow > beam) + (fast > beam)``.
+
+    Quadrant ``3 - q`` is opposite ``q``; a pixel is past the centre when its
+    centre (corner convention, ``index + 0.5``) is.
+    """
     n_slow, n_fast = geometry.shape
-    fast = (np.arange(n_fast) + 0.5) > geometry.beam_center[0]
-    slow = (np.arange(n_slow) + 0.5) > geometry.beam_center[1]
-    return (2 * slow[:, None] + fast[None, :]).astype(np.intp)
+    rows = int(np.count_nonzero((np.arange(n_slow) + 0.5) <= geometry.beam_center[1]))
+    cols = int(np.count_nonzero((np.arange(n_fast) + 0.5) <= geometry.beam_center[0]))
+    return rows, cols
