@@ -389,7 +389,7 @@ def beamstop_shadow_mask(
     return out & valid
 
 
-def beamstop_shadow_at(fast_slow, image, valid, **options) -> np.ndarray:
+def beamstop_shadow_at(fast_slow, image, valid, *, shadow_blocks=None, **options) -> np.ndarray:
     """Whether each point lies in the beamstop's shadow (:func:`beamstop_shadow_mask`).
 
     The same answer as looking the points up in the mask, without making
@@ -402,6 +402,8 @@ def beamstop_shadow_at(fast_slow, image, valid, **options) -> np.ndarray:
         (0.5, 0.5)).
     image, valid : (n_slow, n_fast) ndarray
         As for :func:`beamstop_shadow_mask`.
+    shadow_blocks : tuple, optional
+        :func:`beamstop_shadow_blocks` of this frame, if already computed.
     **options
         Passed to :func:`beamstop_shadow_blocks`.
 
@@ -417,7 +419,7 @@ def beamstop_shadow_at(fast_slow, image, valid, **options) -> np.ndarray:
     if len(points) == 0:
         return np.zeros(0, dtype=bool)
     slow, fast = pixel_index(points, valid.shape)
-    blocks, factor = beamstop_shadow_blocks(image, valid, **options)
+    blocks, factor = beamstop_shadow_blocks(image, valid, **options) if shadow_blocks is None else shadow_blocks
     by, bx = slow // factor, fast // factor
     inside = (by < blocks.shape[0]) & (bx < blocks.shape[1])
     out = np.zeros(len(points), dtype=bool)

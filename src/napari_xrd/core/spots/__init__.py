@@ -14,6 +14,7 @@ Bragg spots are dropped by default, or flagged (``ice_rings="keep"``); see
 
 from __future__ import annotations
 
+import os
 from typing import NamedTuple
 
 import numpy as np
@@ -28,6 +29,7 @@ from napari_xrd.core.spots.ice import (
     spot_descriptors,
     spotty_ice_probability,
 )
+from napari_xrd.core.spots.side_jobs import SideJobs
 from napari_xrd.core.spots.significance import spot_significance
 from napari_xrd.core.spots.statistics import frame_statistics
 from napari_xrd.core.spots.table import SpotTable, spot_table
@@ -60,18 +62,35 @@ ICE_CONTEXT_MODES = ("auto", "on", "off")
 UNET_MIN_SNR = 2.5
 
 
-def _in_beamstop_shadow(table, image, pixel_mask, geometry) -> np.ndarray:
+def _two_cores(threads) -> bool:
+    """Whether a second core is free for side jobs: more than one, and not one thread asked for."""
+    return (os.cpu_count() or 1) > 1 and (threads is None or int(threads) > 1)
+
+
+def _shadow_input(image, pixel_mask, geometry):
+    """The pixels the beamstop search uses, and its options."""
+    valid = np.isfinite(image) & (image >= 0)
+    if pixel_mask is not None:
+        valid &= np.asarray(pixel_mask) == 0
+    return valid, {"beam_center": None if geometry is None else geometry.beam_center,
+                   "pixel_size": None if geometry is None else geometry.pixel_size}
+
+
+def _shadow_blocks(image, pixel_mask, geometry):
+    from napari_xrd.core.beam_center.beamstop import beamstop_shadow_blocks
+
+    valid, options = _shadow_input(image, pixel_mask, geometry)
+    return beamstop_shadow_blocks(image, valid, **options)
+
+
+def _in_beamstop_shadow(table, image, pixel_mask, geometry, shadow_blocks=None) -> np.ndarray:
     """Which spots have their centroid in the beamstop's shadow."""
     if len(table) == 0:
         return np.zeros(0, dtype=bool)
     from napari_xrd.core.beam_center.beamstop import beamstop_shadow_at
 
-    valid = np.isfinite(image) & (image >= 0)
-    if pixel_mask is not None:
-        valid &= np.asarray(pixel_mask) == 0
-    return beamstop_shadow_at(table.fast_slow(), image, valid,
-                              beam_center=None if geometry is None else geometry.beam_center,
-                              pixel_size=None if geometry is None else geometry.pixel_size)
+    valid, options = _shadow_input(image, pixel_mask, geometry)
+    return beamstop_shadow_at(table.fast_slow(), image, valid, shadow_blocks=shadow_blocks, **options)
 
 
 class SpotResult(NamedTuple):
@@ -237,72 +256,85 @@ def find_spots(
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
-    if method == "dispersion":
-        strong = dispersion_threshold(
-            image,
-            pixel_mask=pixel_mask,
-            algorithm=algorithm,
-            kernel_size=kernel_size,
-            gain=gain,
-            sigma_background=sigma_background,
-            sigma_strong=sigma_strong,
-            min_local=min_local,
-            global_threshold=global_threshold,
-        )
-        min_size = DIALS_DEFAULTS["min_spot_size"] if min_spot_size is None else min_spot_size
-    elif method == "unet":
-        from napari_xrd.core.spots.inference import predict_spot_probability
+    # steps that need only the frame run on a second core during the U-Net's serial steps
+    jobs = SideJobs(concurrent=method == "unet" and _two_cores(threads))
+    if method == "unet":
+        jobs.submit("shadow", _shadow_blocks, image, pixel_mask, geometry)
+        if large_spots == "on" or large_spots == "auto" and geometry is not None:
+            from napari_xrd.core.spots.coarse import binned_input
 
-        if not 0.0 < threshold < 1.0:
-            raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-        probability, background = predict_spot_probability(
-            image,
-            pixel_mask=pixel_mask,
-            model=model,
-            device=device,
-            batch_size=batch_size,
-            threads=threads,
-            geometry=geometry,
-            ring_background=ring_background,
-            progress=progress,
-            cancel=cancel,
-            return_background=True,
-        )
-        strong = probability > threshold
-        min_size = 2 if min_spot_size is None else min_spot_size
-    else:
-        raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
-    labels, table = _label(strong, probability if method == "unet" else None, image, geometry=geometry,
-                           pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
-                           threshold=threshold)
-    if method == "unet" and (large_spots != "off" or ice_context != "off"):
-        labels, table = _second_looks(labels, table, image, probability, background, geometry=geometry,
-                                      pixel_mask=pixel_mask, threshold=threshold, min_size=min_size,
-                                      max_spot_size=max_spot_size,
-                                      large_spots=large_spots, ice_context=ice_context, model=model,
-                                      device=device, batch_size=batch_size, threads=threads,
-                                      ring_background=ring_background, cancel=cancel)
-    table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
-    min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
-    if min_snr is not None and min_snr > 0:
-        labels, table = _keep_spots(labels, table, ~(table["snr"] < min_snr))  # NaN (unmeasurable) is kept
-    if geometry is None:
-        on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
-    else:
-        p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask,
-                                       descriptors=spot_descriptors(table), positions=table.fast_slow())
-        if ice_rings == "filter":
-            on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
+            jobs.submit("binned", binned_input, image, pixel_mask=pixel_mask, geometry=geometry,
+                        ring_background=ring_background)
+    try:
+        if method == "dispersion":
+            strong = dispersion_threshold(
+                image,
+                pixel_mask=pixel_mask,
+                algorithm=algorithm,
+                kernel_size=kernel_size,
+                gain=gain,
+                sigma_background=sigma_background,
+                sigma_strong=sigma_strong,
+                min_local=min_local,
+                global_threshold=global_threshold,
+            )
+            min_size = DIALS_DEFAULTS["min_spot_size"] if min_spot_size is None else min_spot_size
+        elif method == "unet":
+            from napari_xrd.core.spots.inference import predict_spot_probability
+
+            if not 0.0 < threshold < 1.0:
+                raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+            probability, background = predict_spot_probability(
+                image,
+                pixel_mask=pixel_mask,
+                model=model,
+                device=device,
+                batch_size=batch_size,
+                threads=threads,
+                geometry=geometry,
+                ring_background=ring_background,
+                progress=progress,
+                cancel=cancel,
+                return_background=True,
+            )
+            strong = probability > threshold
+            min_size = 2 if min_spot_size is None else min_spot_size
         else:
-            on_ice = p_ice > 0.5
-    table["ice_ring"] = on_ice
-    table["ice_probability"] = p_ice
-    in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry)
-    table["beamstop_shadow"] = in_shadow
-    drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)
-    if np.any(drop):
-        labels, table = _keep_spots(labels, table, ~drop)
-    return SpotResult(labels, table)
+            raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+        labels, table = _label(strong, probability if method == "unet" else None, image, geometry=geometry,
+                               pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
+                               threshold=threshold)
+        if method == "unet" and (large_spots != "off" or ice_context != "off"):
+            labels, table = _second_looks(labels, table, image, probability, background, geometry=geometry,
+                                          pixel_mask=pixel_mask, threshold=threshold, min_size=min_size,
+                                          max_spot_size=max_spot_size,
+                                          large_spots=large_spots, ice_context=ice_context, model=model,
+                                          device=device, batch_size=batch_size, threads=threads,
+                                          ring_background=ring_background, cancel=cancel, jobs=jobs)
+        table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
+        min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
+        if min_snr is not None and min_snr > 0:
+            labels, table = _keep_spots(labels, table, ~(table["snr"] < min_snr))  # NaN (unmeasurable) is kept
+        if geometry is None:
+            on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
+        else:
+            p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask,
+                                           descriptors=spot_descriptors(table), positions=table.fast_slow())
+            if ice_rings == "filter":
+                on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
+            else:
+                on_ice = p_ice > 0.5
+        table["ice_ring"] = on_ice
+        table["ice_probability"] = p_ice
+        in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry,
+                                        shadow_blocks=jobs.result("shadow") if len(table) and "shadow" in jobs else None)
+        table["beamstop_shadow"] = in_shadow
+        drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)
+        if np.any(drop):
+            labels, table = _keep_spots(labels, table, ~drop)
+        return SpotResult(labels, table)
+    finally:
+        jobs.close()
 
 
 def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_spot_size, threshold):
@@ -317,7 +349,7 @@ def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_sp
 
 
 def _second_looks(labels, table, image, probability, background, *, geometry, pixel_mask, threshold, min_size,
-                  max_spot_size, large_spots, ice_context, cancel=None, **predict_options):
+                  max_spot_size, large_spots, ice_context, cancel=None, jobs=None, **predict_options):
     """The U-Net's extra passes (ice context, then binned pixels): labels and table with their spots."""
     from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN, coarse_spot_mask, wants_coarse_pass
 
@@ -338,6 +370,7 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
         # with spotty ice, binned grains would pass for spots: none is taken near an ice line
         extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,
                                  cancel=cancel, ice_line_margin=ICE_GRAIN_MARGIN if spotty else None,
+                                 binned=jobs.result("binned") if jobs is not None and "binned" in jobs else None,
                                  **predict_options)
         extra = label_spots(extra, min_spot_size=min_size, max_spot_size=max_spot_size)
         if extra.any():  # numbered after the first pass's spots: rows stay label order

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bin_frame", "binned_geometry", "coarse_spot_mask", "wants_coarse_pass", "WIDE_SPOT_PX",
-           "ICE_GRAIN_MARGIN"]
+__all__ = ["bin_frame", "binned_geometry", "binned_input", "coarse_spot_mask", "wants_coarse_pass",
+           "WIDE_SPOT_PX", "ICE_GRAIN_MARGIN"]
 
 #: median RMS extent (px, the larger of radial and azimuthal) of a frame's spots above which "auto" bins
 WIDE_SPOT_PX = 2.0
@@ -98,8 +98,52 @@ def wants_coarse_pass(table, *, geometry=None, wide_px: float = WIDE_SPOT_PX) ->
     return bool(np.isfinite(extent).any() and np.nanmedian(extent) >= wide_px)
 
 
+def _valid(image, pixel_mask):
+    valid = np.isfinite(image) & (np.nan_to_num(image) >= 0)
+    if pixel_mask is not None:
+        valid &= np.asarray(pixel_mask) == 0
+    return valid
+
+
+def binned_input(image, *, pixel_mask=None, geometry=None, factor: int = 2, ring_background: str = "auto"):
+    """The binned frame as :func:`coarse_spot_mask`'s network sees it.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Raw counts.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        0 = good pixel.
+    geometry : DetectorGeometry, optional
+        The full frame's; binned for the ring background.
+    factor : int
+        Binning.
+    ring_background : {"auto", "on", "off"}
+        As for :func:`~napari_xrd.core.spots.inference.frame_background`.
+
+    Returns
+    -------
+    binned : (n_slow // factor, n_fast // factor) float32 ndarray
+        Summed counts (:func:`bin_frame`).
+    binned_valid : same shape, bool ndarray
+    background : same shape, float32 ndarray, or None
+        The network input's background (Anscombe units;
+        :func:`~napari_xrd.core.spots.inference.frame_background` on the
+        binned frame and geometry), None without ``geometry``.
+    """
+    from napari_xrd.core.spots.inference import frame_background
+
+    image = np.asarray(image)
+    binned, binned_valid = bin_frame(image, _valid(image, pixel_mask), factor)
+    background = None
+    if geometry is not None:
+        background, _ = frame_background(binned, binned_valid, binned_geometry(geometry, factor),
+                                         ring_background=ring_background)
+    return binned, binned_valid, background
+
+
 def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold: float = 0.5, factor: int = 2,
-                     ice_line_margin: float | None = None, **predict_options) -> np.ndarray:
+                     ice_line_margin: float | None = None, binned=None, **predict_options) -> np.ndarray:
     """Spot pixels that only the binned frame shows.
 
     Parameters
@@ -120,6 +164,10 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
         Leave out the binned spots whose centroid lies within this distance
         in ``1/d`` (Å⁻¹) of an ice line (needs ``geometry``): on a frame with
         spotty ice, ``find_spots`` gives :data:`ICE_GRAIN_MARGIN`.
+    binned : tuple, optional
+        :func:`binned_input` of this frame (same ``pixel_mask``,
+        ``geometry``, ``factor`` and ``ring_background``), if already
+        computed.
     **predict_options
         Passed to :func:`~napari_xrd.core.spots.inference.predict_spot_probability`
         (``model``, ``device``, ``batch_size``, ``threads``,
@@ -137,13 +185,14 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     from napari_xrd.core.spots.inference import predict_spot_probability
 
     image = np.asarray(image)
-    valid = np.isfinite(image) & (np.nan_to_num(image) >= 0)
-    if pixel_mask is not None:
-        valid &= np.asarray(pixel_mask) == 0
-    binned, binned_valid = bin_frame(image, valid, factor)
+    valid = _valid(image, pixel_mask)
+    if binned is None:
+        binned = binned_input(image, pixel_mask=pixel_mask, geometry=geometry, factor=factor,
+                              ring_background=predict_options.get("ring_background", "auto"))
+    binned, binned_valid, background = binned
     prob = predict_spot_probability(binned, pixel_mask=(~binned_valid).astype(np.uint32),
                                     geometry=None if geometry is None else binned_geometry(geometry, factor),
-                                    **predict_options)
+                                    background=background, **predict_options)
     labels, n = ndimage.label(prob > threshold)
     out = np.zeros(image.shape, dtype=bool)
     if n == 0:
