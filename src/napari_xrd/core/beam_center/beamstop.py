@@ -327,32 +327,10 @@ def _refine(data, valid, component, ij, r_blocks, factor, level):
     }
 
 
-def beamstop_shadow_mask(
-    image,
-    valid,
-    *,
-    beam_center=None,
-    pixel_size: float | None = None,
-    search_radius_px: float | None = None,
-    core_fraction: float = 0.3,
-    edge_fraction: float = 0.6,
-) -> np.ndarray:
+def beamstop_shadow_mask(image, valid, **options) -> np.ndarray:
     """Pixels in the beamstop's shadow (disc and arm), found from the frame itself.
 
-    XDS leaves pixels whose background is far below that of their
-    surroundings out of integration as shadowed (DEFPIX's
-    ``VALUE_RANGE_FOR_TRUSTED_DETECTOR_PIXELS``); this is the same idea,
-    limited to the shadow near the beam.  On ~0.3 mm blocks: the core is
-    photon-significantly dark (below ``core_fraction`` of the local level,
-    as :func:`find_beamstop` judges darkness) in a component that comes
-    within ``search_radius_px`` of ``beam_center``; it grows by up to 1 mm
-    into blocks below ``edge_fraction`` of the level (the penumbra), and
-    holes in it no larger than itself (streaks of scatter inside the shadow;
-    pockets closed by module gaps) are filled.  Levels are taken above the
-    detector's pedestal (the 0.1th percentile of block means: a CCD reads a
-    few tens of counts with no photons, so its shadow is not dark in raw
-    counts).  Gaps and masked
-    pixels never count as shadow.
+    :func:`beamstop_shadow_blocks` at every pixel.
 
     Parameters
     ----------
@@ -360,27 +338,17 @@ def beamstop_shadow_mask(
         One frame, counts.
     valid : (n_slow, n_fast) bool ndarray
         Measured pixels.
-    beam_center : (fast, slow), optional
-        Pixels, corner convention; default the image centre.  A header's
-        value will do: the search radius allows for it being off by mm.
-    pixel_size : float, optional
-        mm; sets the block size (~0.3 mm) and the default search radius
-        (10 mm).
-    search_radius_px : float, optional
-        Default 10 mm, or a quarter of the larger side without
-        ``pixel_size``.
-    core_fraction, edge_fraction : float
-        Darkness, as a fraction of the local level above the pedestal, of
-        the shadow's core and of its edge.
+    **options
+        ``beam_center``, ``pixel_size``, ``search_radius_px``,
+        ``core_fraction``, ``edge_fraction``: see
+        :func:`beamstop_shadow_blocks`.
 
     Returns
     -------
     (n_slow, n_fast) bool ndarray
         True in the shadow (all False when there is none).
     """
-    blocks, factor = beamstop_shadow_blocks(image, valid, beam_center=beam_center, pixel_size=pixel_size,
-                                            search_radius_px=search_radius_px, core_fraction=core_fraction,
-                                            edge_fraction=edge_fraction)
+    blocks, factor = beamstop_shadow_blocks(image, valid, **options)
     valid = np.asarray(valid, bool)
     out = np.zeros(valid.shape, bool)
     if blocks.any():
@@ -437,9 +405,40 @@ def beamstop_shadow_blocks(
     core_fraction: float = 0.3,
     edge_fraction: float = 0.6,
 ) -> tuple[np.ndarray, int]:
-    """The beamstop's shadow on the ~0.3 mm blocks :func:`beamstop_shadow_mask` judges.
+    """The beamstop's shadow (disc and arm) on ~0.3 mm blocks, found from the frame itself.
 
-    Parameters are those of :func:`beamstop_shadow_mask`.
+    XDS leaves pixels whose background is far below that of their
+    surroundings out of integration as shadowed (DEFPIX's
+    ``VALUE_RANGE_FOR_TRUSTED_DETECTOR_PIXELS``); this is the same idea,
+    limited to the shadow near the beam.  On ~0.3 mm blocks: the core is
+    photon-significantly dark (below ``core_fraction`` of the local level,
+    as :func:`find_beamstop` judges darkness) in a component that comes
+    within ``search_radius_px`` of ``beam_center``; it grows by up to 1 mm
+    into blocks below ``edge_fraction`` of the level (the penumbra), and
+    holes in it no larger than itself (streaks of scatter inside the shadow;
+    pockets closed by module gaps) are filled.  Levels are taken above the
+    detector's pedestal (the 0.1th percentile of block means: a CCD reads a
+    few tens of counts with no photons, so its shadow is not dark in raw
+    counts).  Gaps and masked pixels never count as shadow.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) ndarray
+        One frame, counts.
+    valid : (n_slow, n_fast) bool ndarray
+        Measured pixels.
+    beam_center : (fast, slow), optional
+        Pixels, corner convention; default the image centre.  A header's
+        value will do: the search radius allows for it being off by mm.
+    pixel_size : float, optional
+        mm; sets the block size (~0.3 mm) and the default search radius
+        (10 mm).
+    search_radius_px : float, optional
+        Default 10 mm, or a quarter of the larger side without
+        ``pixel_size``.
+    core_fraction, edge_fraction : float
+        Darkness, as a fraction of the local level above the pedestal, of
+        the shadow's core and of its edge.
 
     Returns
     -------
