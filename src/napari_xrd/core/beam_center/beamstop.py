@@ -334,10 +334,8 @@ def beamstop_shadow_mask(image, valid, **options) -> np.ndarray:
 
     Parameters
     ----------
-    image : (n_slow, n_fast) ndarray
-        One frame, counts.
-    valid : (n_slow, n_fast) bool ndarray
-        Measured pixels.
+    image, valid : (n_slow, n_fast) ndarray
+        The frame's counts and its measured pixels (bool).
     **options
         ``beam_center``, ``pixel_size``, ``search_radius_px``,
         ``core_fraction``, ``edge_fraction``: see
