@@ -8,6 +8,7 @@ import pytest
 from napari_xrd.core.spots import find_spots
 from napari_xrd.core.spots.coarse import binned_input, coarse_spot_mask
 from napari_xrd.core.spots.side_jobs import SideJobs
+from napari_xrd.core.spots.split import smoothed_counts, split_at_intensity_peaks
 from tests.test_spots_coarse import GEOMETRY, _streaks
 
 
@@ -67,3 +68,19 @@ def test_find_spots_is_the_same_with_side_jobs_on_a_second_core_or_deferred(monk
     assert a.table.n_spots == b.table.n_spots > 10
     for key in ("x", "y", "intensity", "beamstop_shadow", "ice_ring"):
         np.testing.assert_array_equal(a.table[key], b.table[key])
+
+
+def test_splitter_with_smoothed_counts_given_cuts_the_same():
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:40, :40]
+    lam = 1.0 + sum(300 * np.exp(-((xx - x) ** 2 + (yy - 20) ** 2) / 2.0) for x in (15, 20, 26))
+    image = rng.poisson(lam).astype(np.float32)
+    labels = (lam > 3).astype(np.int32)
+    pixel_mask = np.zeros(image.shape, np.uint32)
+    pixel_mask[5, 5] = 1
+    given = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask,
+                                     smooth=smoothed_counts(image, pixel_mask=pixel_mask))
+    np.testing.assert_array_equal(given, split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask))
+    assert given.max() == 3  # three spots in one region, cut apart
+    with pytest.raises(ValueError, match="differ in shape"):
+        split_at_intensity_peaks(labels, image, smooth=np.zeros((4, 4)))

@@ -265,6 +265,9 @@ def find_spots(
 
             jobs.submit("binned", binned_input, image, pixel_mask=pixel_mask, geometry=geometry,
                         ring_background=ring_background)
+        from napari_xrd.core.spots.split import smoothed_counts
+
+        jobs.submit("smooth", smoothed_counts, image, pixel_mask=pixel_mask)
     try:
         if method == "dispersion":
             strong = dispersion_threshold(
@@ -303,7 +306,7 @@ def find_spots(
             raise ValueError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
         labels, table = _label(strong, probability if method == "unet" else None, image, geometry=geometry,
                                pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
-                               threshold=threshold)
+                               threshold=threshold, jobs=jobs)
         if method == "unet" and (large_spots != "off" or ice_context != "off"):
             labels, table = _second_looks(labels, table, image, probability, background, geometry=geometry,
                                           pixel_mask=pixel_mask, threshold=threshold, min_size=min_size,
@@ -337,14 +340,15 @@ def find_spots(
         jobs.close()
 
 
-def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_spot_size, threshold):
+def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_spot_size, threshold, jobs=None):
     """Labels and table of a strong-pixel mask; with a U-Net probability, touching spots are cut apart."""
     labels = label_spots(strong, min_spot_size=min_size, max_spot_size=max_spot_size)
     if probability is not None:  # touching spots: one probability core each, or one maximum of the counts each
         from napari_xrd.core.spots.split import split_at_intensity_peaks, split_touching_spots
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
-        labels = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask)
+        labels = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask,
+                                          smooth=jobs.result("smooth") if jobs is not None and "smooth" in jobs else None)
     return labels, spot_table(labels, image, geometry=geometry)
 
 
@@ -365,7 +369,7 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
                                               **predict_options)
         labels, table = _label(probability > threshold, probability, image, geometry=geometry,
                                pixel_mask=pixel_mask, min_size=min_size, max_spot_size=max_spot_size,
-                               threshold=threshold)
+                               threshold=threshold, jobs=jobs)
     if large_spots == "on" or large_spots == "auto" and wants_coarse_pass(table, geometry=geometry):
         # with spotty ice, binned grains would pass for spots: none is taken near an ice line
         extra = coarse_spot_mask(image, labels > 0, pixel_mask=pixel_mask, geometry=geometry, threshold=threshold,

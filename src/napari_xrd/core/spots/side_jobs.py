@@ -4,7 +4,8 @@ The U-Net path of :func:`~napari_xrd.core.spots.find_spots` spends about
 half its time in single-threaded NumPy (the input's background, labelling,
 splitting), when the network's second thread has nothing to do.  The steps
 that depend on the frame alone (the beamstop's shadow, the binned frame and
-its background for the large-spot pass) start at once in one worker thread
+its background for the large-spot pass, the smoothed counts that the
+splitter reads) start at once in one worker thread
 and are collected when needed: NumPy releases the interpreter lock in its
 loops, so the two run side by side.  The results are the same as when each
 step runs where it is needed; with ``concurrent=False`` (one thread asked

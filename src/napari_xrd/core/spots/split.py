@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["split_touching_spots", "split_at_intensity_peaks"]
+__all__ = ["split_touching_spots", "split_at_intensity_peaks", "smoothed_counts"]
 
 
 def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, min_core_size: int = 2) -> np.ndarray:
@@ -70,8 +70,33 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
     return _raster_order(out, next_label)
 
 
+def smoothed_counts(image, *, pixel_mask=None, sigma: float = 1.0) -> np.ndarray:
+    """Counts smoothed by a Gaussian, as :func:`split_at_intensity_peaks` judges maxima.
+
+    Parameters
+    ----------
+    image : (n_slow, n_fast) array_like
+        Raw counts; negative, NaN and infinite values count as 0.
+    pixel_mask : (n_slow, n_fast) array_like, optional
+        0 = good pixel; masked pixels count as 0.
+    sigma : float
+        Smoothing, pixels.
+
+    Returns
+    -------
+    (n_slow, n_fast) float32 ndarray
+    """
+    from scipy import ndimage
+
+    image = np.asarray(image)
+    counts = np.clip(np.nan_to_num(image.astype(np.float32, copy=False), nan=0.0, posinf=0.0), 0, None)
+    if pixel_mask is not None:
+        counts = np.where(np.asarray(pixel_mask) == 0, counts, np.float32(0))
+    return ndimage.gaussian_filter(counts, sigma)
+
+
 def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, sigma: float = 1.0,
-                             min_size: int = 6) -> np.ndarray:
+                             min_size: int = 6, smooth=None) -> np.ndarray:
     """Cut labelled spots whose smoothed counts have several clear maxima.
 
     In each spot of at least ``min_size`` pixels the counts are smoothed
@@ -96,6 +121,9 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
         Smoothing, pixels.
     min_size : int
         Smaller spots are not examined.
+    smooth : (n_slow, n_fast) ndarray, optional
+        :func:`smoothed_counts` of ``image`` with this ``pixel_mask`` and
+        ``sigma``, if already computed.
 
     Returns
     -------
@@ -111,10 +139,10 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
     labels, out, n = _start(labels, image, "image")
     if n == 0:
         return out
-    counts = np.clip(np.nan_to_num(image.astype(np.float32, copy=False), nan=0.0, posinf=0.0), 0, None)
-    if pixel_mask is not None:
-        counts = np.where(np.asarray(pixel_mask) == 0, counts, np.float32(0))
-    smooth = ndimage.gaussian_filter(counts, sigma)
+    if smooth is None:
+        smooth = smoothed_counts(image, pixel_mask=pixel_mask, sigma=sigma)
+    elif np.shape(smooth) != image.shape:
+        raise ValueError(f"smooth {np.shape(smooth)} and image {image.shape} differ in shape")
     # candidates: spots with two or more local maxima of the smoothed counts (most have one)
     sizes = np.bincount(out.ravel(), minlength=n + 1)
     big = sizes >= min_size
