@@ -408,8 +408,11 @@ class DetectorGeometry:
         fast, slow = self.pixel_centers()
         x, y, z = self._lab_xyz(fast, slow, dtype=t)
         with np.errstate(divide="ignore", invalid="ignore"):
-            out = np.hypot(x, y) / z * t(self.distance / self.pixel_size)
-        return np.where(z > 0, out, t(np.inf))
+            out = np.hypot(x, y)  # then in place: fewer full-size arrays to allocate
+            out /= z
+            out *= t(self.distance / self.pixel_size)
+        np.copyto(out, t(np.inf), where=~(z > 0))
+        return out
 
     def d_spacing_map(self) -> np.ndarray:
         """Resolution d (Å) at every pixel centre, shape ``(n_slow, n_fast)``."""

@@ -52,8 +52,12 @@ RING_BACKGROUND_MODES = ("auto", "on", "off")
 
 def anscombe(image) -> np.ndarray:
     """``2 sqrt(I + 3/8)`` of counts (negative, NaN and inf read as 0), float32."""
-    img = np.asarray(image, dtype=np.float32)
-    return 2.0 * np.sqrt(np.clip(np.nan_to_num(img, nan=0.0, posinf=0.0), 0, None) + 0.375, dtype=np.float32)
+    out = np.nan_to_num(np.asarray(image, dtype=np.float32), nan=0.0, posinf=0.0)  # a copy, then in place:
+    np.clip(out, 0, None, out=out)  # one full-size array instead of five
+    out += np.float32(0.375)
+    np.sqrt(out, out=out)
+    out *= np.float32(2.0)
+    return out
 
 
 def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
@@ -67,10 +71,11 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     ny, nx = a.shape
     by, bx = -(-ny // block), -(-nx // block)
     pad = np.full((by * block, bx * block), np.nan, dtype=np.float32)
-    pad[:ny, :nx] = np.where(valid, a, np.nan)
-    blocks = pad.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by * bx, block * block)
-    n_valid = np.isfinite(blocks).sum(axis=1)
-    ranked = np.sort(blocks, axis=1)  # NaN (invalid) last: the median of the valid values is at (n - 1) // 2
+    np.copyto(pad[:ny, :nx], a, where=np.asarray(valid, dtype=bool))
+    ranked = pad.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by * bx, block * block)
+    del pad
+    n_valid = np.isfinite(ranked).sum(axis=1)
+    ranked.sort(axis=1)  # in place (a copy already); NaN (invalid) last: the median of the valid values is at (n - 1) // 2
     med = ranked[np.arange(by * bx), np.maximum(n_valid - 1, 0) // 2]
     med[n_valid == 0] = np.median(med[n_valid > 0]) if (n_valid > 0).any() else 0.0
     # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond;
@@ -80,7 +85,12 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     i0, i1, w = _interp_index(ny, by, block)
     rows = med[i0] * (1 - w)[:, None] + med[i1] * w[:, None]
     j0, j1, v = _interp_index(nx, bx, block)
-    return rows[:, j0] * (1 - v) + rows[:, j1] * v
+    out = rows[:, j0]
+    out *= 1 - v
+    second = rows[:, j1]
+    second *= v
+    out += second
+    return out
 
 
 def _interp_index(n: int, n_blocks: int, block: int):
@@ -220,10 +230,13 @@ def frame_background(image, valid, geometry=None, *, ring_background: str = "aut
     radius = geometry.equivalent_radius_map()
     if ring_background == "on":
         profile = powder_ring_background(a, geometry, valid=valid, radius=radius, min_sd=1.0)
-        return profile + _block_median_background(a - profile, valid), {"rings_used": True}
+        rings = _block_median_background(a - profile, valid)
+        rings += profile
+        return rings, {"rings_used": True}
     profile, opposite = powder_ring_background(a, geometry, valid=valid, radius=radius, min_sd=1.0,
                                                with_opposite=True)
-    rings = profile + _block_median_background(a - profile, valid)
+    rings = _block_median_background(a - profile, valid)
+    rings += profile
     blocks = _block_median_background(a, valid)
     rows = slice(None, None, 2)  # every other row is enough to measure structure
     a2, rings2, valid2 = a[rows], rings[rows], valid[rows]

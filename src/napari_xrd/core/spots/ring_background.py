@@ -112,10 +112,9 @@ def powder_ring_background(
         n, mean, sd = _shell_stats(kk, vv, n_shells)
         limit = np.nan_to_num(mean + clip * np.maximum(np.nan_to_num(sd), min_sd), nan=np.inf)
         keep = v <= limit[k]
-    i0, w = _weights(u, shell_px, n_shells)
     if not with_opposite:
         n, mean, _ = _shell_stats(k[keep], v[keep], n_shells)
-        return _lookup(_filled(mean, n >= min_pixels), i0, w)
+        return _expand(u, shell_px, _filled(mean, n >= min_pixels))
     rows, cols = _quadrant_split(geometry)
     quadrant = (2 * (np.arange(values.shape[0])[::step] >= rows)[:, None]
                 + (np.arange(values.shape[1]) >= cols)[None, :]).astype(np.int8)
@@ -125,14 +124,38 @@ def powder_ring_background(
     n = nq.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.nansum(meanq * nq, axis=0) / n
-    background = _lookup(_filled(mean, n >= min_pixels), i0, w)
-    # each quadrant (a rectangle) looked up in the profile of the one opposite it
-    opposite = np.empty(values.shape, dtype=np.float32)
-    for j, (r, c) in enumerate(((slice(0, rows), slice(0, cols)), (slice(0, rows), slice(cols, None)),
-                                (slice(rows, None), slice(0, cols)), (slice(rows, None), slice(cols, None)))):
-        if opposite[r, c].size:
-            opposite[r, c] = _lookup(_filled(meanq[3 - j], nq[3 - j] >= min_pixels), i0[r, c], w[r, c])
-    return background, opposite
+    # each quadrant (a rectangle) is also looked up in the profile of the one opposite it
+    opposite_tables = [_filled(meanq[3 - j], nq[3 - j] >= min_pixels) for j in range(4)]
+    return _expand(u, shell_px, _filled(mean, n >= min_pixels), opposite_tables, split=(rows, cols))
+
+
+#: rows of a frame expanded from a profile at a time: temporaries of a few MB, which the allocator reuses
+#: (a full-size EIGER 16M temporary is mapped afresh, and page-faulted, each time)
+_CHUNK_PIXELS = 1 << 21
+
+
+def _expand(u, shell_px, table, opposite_tables=None, *, split=None):
+    """A profile in shells of ``u`` interpolated at every pixel, chunk by chunk of rows.
+
+    With ``opposite_tables`` (one profile per quadrant, quadrants split at
+    ``split = (first row, first column)`` past the beam), also each pixel
+    from its quadrant's table.
+    """
+    n_slow, n_fast = u.shape
+    out = np.empty(u.shape, dtype=np.float32)
+    other = None if opposite_tables is None else np.empty(u.shape, dtype=np.float32)
+    step = max(1, _CHUNK_PIXELS // max(n_fast, 1))
+    bounds = sorted({0, n_slow, *range(0, n_slow, step), *([min(max(split[0], 0), n_slow)] if split else [])})
+    for r0, r1 in zip(bounds[:-1], bounds[1:]):
+        i0, w = _weights(u[r0:r1], shell_px, table.size)
+        out[r0:r1] = _lookup(table, i0, w)
+        if other is not None:
+            rows, cols = split
+            lower = int(r0 >= rows)  # the chunk lies on one side of the split row
+            for half, c in ((0, slice(0, cols)), (1, slice(cols, None))):
+                if other[r0:r1, c].size:
+                    other[r0:r1, c] = _lookup(opposite_tables[2 * lower + half], i0[:, c], w[:, c])
+    return out if other is None else (out, other)
 
 
 def _shell_stats(k, v, n_bins):
@@ -154,7 +177,8 @@ def _filled(mean, good) -> np.ndarray:
 def _weights(u, shell_px, n):
     """Lower shell index (int32) and the upper one's weight (float32) for linear interpolation at radii ``u``."""
     t = np.where(np.isfinite(u), u, 0).astype(np.float32, copy=False)
-    t = t * np.float32(1.0 / shell_px) - np.float32(0.5)
+    t *= np.float32(1.0 / shell_px)  # in place: fewer full-size arrays to allocate
+    t -= np.float32(0.5)
     np.clip(t, 0, n - 1, out=t)
     i0 = t.astype(np.int32)
     np.minimum(i0, max(n - 2, 0), out=i0)
@@ -163,8 +187,11 @@ def _weights(u, shell_px, n):
 
 
 def _lookup(table, i0, w) -> np.ndarray:
+    upper = i0 + 1
+    np.minimum(upper, table.size - 1, out=upper)
     lo = np.take(table, i0)
-    hi = np.take(table, np.minimum(i0 + 1, table.size - 1))
+    hi = np.take(table, upper)
+    del upper
     hi -= lo
     hi *= w
     hi += lo
