@@ -69,6 +69,22 @@ def test_opposite_quadrants_agree_only_about_the_true_centre():
     assert bad > 4 * good
 
 
+@pytest.mark.parametrize("beam", [BEAM, (-40.0, 700.0), (321.3, 0.2)])
+def test_profile_expanded_in_row_chunks_is_the_same(monkeypatch, beam):
+    import napari_xrd.core.spots.ring_background as rb
+
+    image, g, _, _ = ring_frame(1, beam=beam)
+    a = anscombe(image)
+    whole = powder_ring_background(a, g, min_sd=1.0, with_opposite=True)
+    monkeypatch.setattr(rb, "_CHUNK_PIXELS", 640 * 7 + 5)  # chunks of 7 rows; one holds the split row
+    chunked = powder_ring_background(a, g, min_sd=1.0, with_opposite=True)
+    for x, y in zip(whole, chunked):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_array_equal(powder_ring_background(a, g, min_sd=1.0), whole[0])
+    if beam == BEAM:  # opposite quadrants' profiles differ a little from the frame's
+        assert 0 < np.abs(whole[1] - whole[0]).max() < 2.0
+
+
 def test_frame_background_uses_the_rings_only_with_a_good_centre():
     img, g, _, _ = ring_frame()
     valid = np.ones(img.shape, bool)
