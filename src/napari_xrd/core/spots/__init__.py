@@ -179,6 +179,9 @@ def find_spots(
         Tiles per forward pass (U-Net only).
     threads : int, optional
         CPU threads of the U-Net's forward pass (default: torch's setting).
+        Unless it is 1 (or the machine has one core), the U-Net's steps that
+        need only the frame run in a second thread meanwhile
+        (:mod:`~napari_xrd.core.spots.side_jobs`); the spots are the same.
     ice_rings : {"auto", "filter", "keep"}
         Spots on ice rings (needs ``geometry``; without it nothing is
         flagged or dropped, except that "filter" raises).  "auto": on a
