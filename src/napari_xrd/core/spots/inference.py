@@ -316,7 +316,7 @@ def predict_spot_probability(
     return_background: bool = False,
     progress=None,
     cancel=None,
-) -> np.ndarray:
+) -> np.ndarray | tuple[np.ndarray, np.ndarray | None]:
     """Per-pixel spot probability from the U-Net, for a whole frame.
 
     Parameters
