@@ -393,3 +393,61 @@ def test_a_streak_or_a_faint_spot_stays_whole():
         labels[7:14, 5:12] = 1  # a faint spot: its noise makes no second maximum
         labels[21:28, 18:43] = 2  # the streak
         np.testing.assert_array_equal(split_at_intensity_peaks(labels, image), labels)
+
+
+def _dense_split_touching(labels, prob, core_threshold=0.9, min_core_size=2):
+    """A whole-frame reference for split_touching_spots: cores labelled over the frame, then raster order."""
+    from scipy import ndimage
+    from skimage.segmentation import watershed
+
+    out = labels.astype(np.int32, copy=True)
+    cores, n_cores = ndimage.label((prob > core_threshold) & (labels > 0))
+    big = np.bincount(cores.ravel(), minlength=n_cores + 1) >= min_core_size
+    big[0] = False
+    cores = np.where(big[cores], cores, 0)
+    next_label = labels.max() + 1
+    for k, sl in enumerate(ndimage.find_objects(labels), start=1):
+        region = labels[sl] == k
+        seeds = np.where(region, cores[sl], 0)
+        if len(np.unique(seeds[seeds > 0])) < 2:
+            continue
+        parts = watershed(-prob[sl], markers=seeds, mask=region)
+        for i in np.unique(parts[parts > 0])[1:]:
+            out[sl][parts == i] = next_label
+            next_label += 1
+    first = {}
+    for flat, v in enumerate(out.ravel()):
+        if v and v not in first:
+            first[v] = flat
+    relabel = np.zeros(next_label, np.int32)
+    for rank, v in enumerate(sorted(first, key=first.get), start=1):
+        relabel[v] = rank
+    return relabel[out]
+
+
+def test_sparse_splitting_matches_a_whole_frame_reference_and_renumbers_in_raster_order():
+    from napari_xrd.core.spots.dispersion import label_spots
+    from napari_xrd.core.spots.split import split_at_intensity_peaks, split_touching_spots
+
+    rng = np.random.default_rng(7)
+    yy, xx = np.mgrid[:96, :128]
+    prob = np.zeros(yy.shape)
+    for _ in range(40):  # pairs and loners, some on the frame's edge
+        y, x = rng.uniform(0, 96), rng.uniform(0, 128)
+        for dx in ((0.0, rng.uniform(4.0, 7.0)) if rng.random() < 0.6 else (0.0,)):
+            prob = np.maximum(prob, np.exp(-((yy - y) ** 2 + (xx - x - dx) ** 2) / (2 * rng.uniform(1.5, 3.0) ** 2)))
+    labels = label_spots(prob > 0.5, min_spot_size=2)
+    split = split_touching_spots(labels, prob)
+    np.testing.assert_array_equal(split, _dense_split_touching(labels, prob))
+    assert split.max() > labels.max() and np.array_equal(split > 0, labels > 0)
+    # numbers given out of raster order come back in it
+    shuffled = np.concatenate([[0], rng.permutation(labels.max()) + 1])[labels]
+    np.testing.assert_array_equal(split_touching_spots(shuffled, prob), split)
+    # the intensity splitter too: same pixels, raster order, the frame's edge handled as its edge pixels
+    image = rng.poisson(1.0 + 300 * prob).astype(np.float32)
+    cut = split_at_intensity_peaks(labels, image)
+    assert np.array_equal(cut > 0, labels > 0) and cut.max() >= labels.max()
+    flat = cut.ravel()
+    first = np.unique(flat[flat > 0], return_index=True)[1]
+    assert np.all(np.diff(np.flatnonzero(flat)[first]) > 0)  # label 1, 2, ... start in raster order
+    assert split_at_intensity_peaks(np.zeros_like(labels), image).max() == 0

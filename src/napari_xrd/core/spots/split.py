@@ -43,31 +43,21 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
     from skimage.segmentation import watershed
 
     prob = np.asarray(probability, dtype=np.float32)
-    labels, out, n = _start(labels, prob, "probability")
-    if n == 0:
-        return out
-    cores, n_cores = ndimage.label((prob > core_threshold) & (labels > 0))
-    if n_cores < 2:
-        return out
-    core_size = np.bincount(cores.ravel(), minlength=n_cores + 1)
-    big = core_size >= min_core_size
-    big[0] = False
-    cores = np.where(big[cores], cores, 0)
-    owner = np.zeros(n_cores + 1, dtype=np.int64)  # which spot each core lies in
-    owner[cores[cores > 0]] = labels[cores > 0]
-    per_spot = np.bincount(owner[big], minlength=n + 1)
-    next_label = n + 1
-    boxes = ndimage.find_objects(out)
-    for k in np.flatnonzero(per_spot >= 2):
-        sl = boxes[k - 1]
-        region = labels[sl] == k
-        seeds = np.where(region, cores[sl], 0)
-        parts = watershed(-prob[sl], markers=seeds, mask=region)
-        ids = [i for i in np.unique(parts) if i]
-        for i in ids[1:]:  # the first part keeps the spot's number
-            out[sl][parts == i] = next_label
-            next_label += 1
-    return _raster_order(out, next_label)
+    spots = _Spots(labels, prob, "probability")
+    # only spots with enough core pixels for two cores are looked at, each in its bounding box
+    core = prob.ravel()[spots.index] > core_threshold
+    n_core = np.bincount(spots.label[core], minlength=spots.n + 1)
+    for k in np.flatnonzero(n_core >= 2 * max(min_core_size, 1)):
+        sl, region = spots.box(k)
+        cores, n_cores = ndimage.label((prob[sl] > core_threshold) & region)
+        size = np.bincount(cores.ravel(), minlength=n_cores + 1)
+        big = size >= min_core_size
+        big[0] = False
+        if big.sum() < 2:
+            continue
+        parts = watershed(-prob[sl], markers=np.where(big[cores], cores, 0), mask=region)
+        spots.relabel(k, parts)  # the first core's part keeps the spot's number
+    return spots.in_raster_order()
 
 
 def smoothed_counts(image, *, pixel_mask=None, sigma: float = 1.0) -> np.ndarray:
@@ -136,58 +126,90 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
     from skimage.segmentation import watershed
 
     image = np.asarray(image)
-    labels, out, n = _start(labels, image, "image")
-    if n == 0:
-        return out
+    spots = _Spots(labels, image, "image")
+    if spots.n == 0:
+        return spots.in_raster_order()
     if smooth is None:
         smooth = smoothed_counts(image, pixel_mask=pixel_mask, sigma=sigma)
     elif np.shape(smooth) != image.shape:
         raise ValueError(f"smooth {np.shape(smooth)} and image {image.shape} differ in shape")
-    # candidates: spots with two or more local maxima of the smoothed counts (most have one)
-    sizes = np.bincount(out.ravel(), minlength=n + 1)
-    big = sizes >= min_size
-    big[0] = False
-    rows, cols = np.nonzero(big[out])
-    padded = np.pad(smooth, 1, mode="edge")
-    centre = padded[rows + 1, cols + 1]
+    # candidates: spots with two or more local maxima of the smoothed counts (most have one); beyond the
+    # frame's edge the edge pixel's value stands in
+    sizes = np.bincount(spots.label, minlength=spots.n + 1)
+    at = np.flatnonzero(sizes[spots.label] >= min_size)
+    rows, cols = spots.rows[at], spots.cols[at]
+    ny, nx = smooth.shape
+    centre = smooth[rows, cols]
     is_max = np.ones(rows.size, dtype=bool)
     for dy in (-1, 0, 1):
         for dx in (-1, 0, 1):
             if dy or dx:
-                is_max &= centre >= padded[rows + 1 + dy, cols + 1 + dx]
-    n_max = np.bincount(out[rows[is_max], cols[is_max]], minlength=n + 1)
-    boxes = ndimage.find_objects(out)
-    next_label = n + 1
+                is_max &= centre >= smooth[np.clip(rows + dy, 0, ny - 1), np.clip(cols + dx, 0, nx - 1)]
+    n_max = np.bincount(spots.label[at][is_max], minlength=spots.n + 1)
     for k in np.flatnonzero(n_max >= 2):
-        sl = boxes[k - 1]
-        region = out[sl] == k
+        sl, region = spots.box(k)
         a = 2.0 * np.sqrt(smooth[sl] + 0.375)
         a = np.where(region, a, a[region].min())  # maxima of this spot only
         seeds, n_seeds = ndimage.label(h_maxima(a, h) & region)
         if n_seeds < 2:
             continue
-        parts = watershed(-a, markers=seeds, mask=region)
-        for i in range(2, n_seeds + 1):  # the first part keeps the spot's number
-            out[sl][parts == i] = next_label
-            next_label += 1
-    return _raster_order(out, next_label)
+        spots.relabel(k, watershed(-a, markers=seeds, mask=region))  # the first seed's part keeps the number
+    return spots.in_raster_order()
 
 
-def _start(labels, other, name):
-    """``labels`` checked against ``other``'s shape, a writable int32 copy, and the number of spots."""
-    labels = np.asarray(labels)
-    if labels.shape != other.shape:
-        raise ValueError(f"labels {labels.shape} and {name} {other.shape} differ in shape")
-    out = labels.astype(np.int32, copy=True)
-    return labels, out, int(out.max()) if out.size else 0
+class _Spots:
+    """The spot pixels of a label image, kept sparse: splitting looks at a few spots in their boxes.
 
+    ``index`` (flat pixel indices, raster order), ``rows``, ``cols`` and
+    ``label`` (int64) describe every labelled pixel; ``n`` is the largest
+    label.  :meth:`relabel` gives new numbers to parts of a spot;
+    :meth:`in_raster_order` writes the full label image, numbered 1..m in
+    raster order of each spot's first pixel.
+    """
 
-def _raster_order(out, next_label):
-    """Labels renumbered 1..m in raster order of each spot's first pixel."""
-    flat = out.ravel()
-    present = np.flatnonzero(flat)
-    _, first = np.unique(flat[present], return_index=True)
-    order = np.argsort(present[first])
-    relabel = np.zeros(next_label, dtype=np.int32)
-    relabel[np.unique(flat[present])[order]] = np.arange(1, len(order) + 1, dtype=np.int32)
-    return relabel[out]
+    def __init__(self, labels, other, name):
+        labels = np.asarray(labels)
+        if labels.shape != np.shape(other):
+            raise ValueError(f"labels {labels.shape} and {name} {np.shape(other)} differ in shape")
+        self.labels, self.shape = labels, labels.shape
+        flat = labels.ravel()
+        self.index = np.flatnonzero(flat)
+        self.label = flat[self.index].astype(np.int64)
+        self.rows, self.cols = np.divmod(self.index, labels.shape[1]) if labels.ndim == 2 and labels.size else (
+            self.index, self.index)
+        self.n = int(self.label.max()) if self.label.size else 0
+        self.next_label = self.n + 1
+        self._order = None
+
+    def _pixels(self, k):
+        """Positions (into ``index``) of spot ``k``'s pixels, in raster order."""
+        if self._order is None:
+            self._order = np.argsort(self.label, kind="stable")
+            self._start = np.searchsorted(self.label[self._order], np.arange(self.n + 2))
+        return self._order[self._start[k] : self._start[k + 1]]
+
+    def box(self, k):
+        """Spot ``k``'s bounding box (slices) and its pixels there (bool)."""
+        at = self._pixels(k)
+        r, c = self.rows[at], self.cols[at]
+        sl = (slice(int(r.min()), int(r.max()) + 1), slice(int(c.min()), int(c.max()) + 1))
+        return sl, self.labels[sl] == k
+
+    def relabel(self, k, parts):
+        """New numbers for the parts (in ``k``'s box) after the first; unlabelled pixels stay ``k``."""
+        at = self._pixels(k)
+        sl, _ = self.box(k)
+        part = parts[self.rows[at] - sl[0].start, self.cols[at] - sl[1].start]
+        ids = np.unique(part[part > 0])
+        for i in ids[1:]:
+            self.label[at[part == i]] = self.next_label
+            self.next_label += 1
+
+    def in_raster_order(self) -> np.ndarray:
+        out = np.zeros(self.shape, dtype=np.int32)
+        if self.label.size:
+            present, first = np.unique(self.label, return_index=True)  # first: raster order (index is sorted)
+            relabel = np.zeros(int(present[-1]) + 1, dtype=np.int32)
+            relabel[present[np.argsort(first)]] = np.arange(1, present.size + 1, dtype=np.int32)
+            out.ravel()[self.index] = relabel[self.label]
+        return out
