@@ -24,8 +24,9 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
     Parameters
     ----------
     labels : (n_slow, n_fast) int array_like
-        0 = background, 1..n spots (e.g. from
-        :func:`~napari_xrd.core.spots.dispersion.label_spots`).
+        0 = background, 1..n spots that do not touch (4-connected
+        components, as :func:`~napari_xrd.core.spots.dispersion.label_spots`
+        gives): each is judged on its own pixels.
     probability : (n_slow, n_fast) float array_like
         The U-Net's spot probability.
     core_threshold : float
