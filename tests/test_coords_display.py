@@ -30,6 +30,10 @@ def test_mask_from_values_for_cbf_and_eiger_markers():
     assert masks.mask_from_values(flt).tolist() == [[masks.DEAD, 0, masks.GAP]]
     assert masks.describe_mask(m) == {"gap": 1, "dead": 1}
     assert masks.valid_pixels(m).sum() == 4
+    # with the image: its non-finite and negative values are invalid too, masked or not
+    img = np.array([[np.nan, 2.0, -1.0], [np.inf, 0.0, 3.0]])
+    assert masks.valid_pixels(None, image=img).tolist() == [[False, True, False], [False, True, True]]
+    assert masks.valid_pixels(m, image=img).tolist() == [[False, False, False], [False, True, True]]
 
 
 @pytest.mark.parametrize("name", list(DETECTORS))

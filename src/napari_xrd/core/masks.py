@@ -77,11 +77,18 @@ def mask_from_values(image: np.ndarray) -> np.ndarray:
     return mask
 
 
-def valid_pixels(pixel_mask: np.ndarray | None, shape: tuple[int, int] | None = None) -> np.ndarray:
+def valid_pixels(pixel_mask: np.ndarray | None, shape: tuple[int, int] | None = None, *,
+                 image: np.ndarray | None = None) -> np.ndarray:
     """Boolean array, True where a pixel holds a usable measurement.
 
-    ``pixel_mask`` may be None (every pixel valid; then ``shape`` is needed).
+    ``pixel_mask`` may be None (every pixel valid; then ``shape`` is needed,
+    or ``image``).  With ``image``, pixels whose value is not finite or is
+    negative (detector markers) are invalid too.
     """
+    if image is not None:
+        image = np.asarray(image)
+        valid = np.isfinite(image) & (image >= 0)
+        return valid if pixel_mask is None else valid & (np.asarray(pixel_mask) == 0)
     if pixel_mask is None:
         if shape is None:
             raise ValueError("shape is required when pixel_mask is None")

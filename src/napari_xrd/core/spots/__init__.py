@@ -69,10 +69,9 @@ def _two_cores(threads) -> bool:
 
 def _shadow_input(image, pixel_mask, geometry):
     """The pixels the beamstop search uses, and its options."""
-    valid = np.isfinite(image) & (image >= 0)
-    if pixel_mask is not None:
-        valid &= np.asarray(pixel_mask) == 0
-    return valid, {"beam_center": None if geometry is None else geometry.beam_center,
+    from napari_xrd.core.masks import valid_pixels
+
+    return valid_pixels(pixel_mask, image=image), {"beam_center": None if geometry is None else geometry.beam_center,
                    "pixel_size": None if geometry is None else geometry.pixel_size}
 
 
@@ -332,8 +331,8 @@ def find_spots(
                 on_ice = p_ice > 0.5
         table["ice_ring"] = on_ice
         table["ice_probability"] = p_ice
-        in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry,
-                                        shadow_blocks=jobs.result("shadow") if len(table) and "shadow" in jobs else None)
+        blocks = jobs.result("shadow") if len(table) and "shadow" in jobs else None
+        in_shadow = _in_beamstop_shadow(table, image, pixel_mask, geometry, shadow_blocks=blocks)
         table["beamstop_shadow"] = in_shadow
         drop = (on_ice if ice_rings != "keep" else False) | (in_shadow if beamstop_shadow != "keep" else False)
         if np.any(drop):
@@ -350,8 +349,8 @@ def _label(strong, probability, image, *, geometry, pixel_mask, min_size, max_sp
         from napari_xrd.core.spots.split import split_at_intensity_peaks, split_touching_spots
 
         labels = split_touching_spots(labels, probability, core_threshold=max(0.9, threshold))
-        labels = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask,
-                                          smooth=jobs.result("smooth") if jobs is not None and "smooth" in jobs else None)
+        smooth = jobs.result("smooth") if jobs is not None and "smooth" in jobs else None
+        labels = split_at_intensity_peaks(labels, image, pixel_mask=pixel_mask, smooth=smooth)
     return labels, spot_table(labels, image, geometry=geometry)
 
 

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from napari_xrd.core.masks import valid_pixels
+
 __all__ = ["bin_frame", "binned_geometry", "binned_input", "coarse_spot_mask", "wants_coarse_pass",
            "WIDE_SPOT_PX", "ICE_GRAIN_MARGIN"]
 
@@ -98,13 +100,6 @@ def wants_coarse_pass(table, *, geometry=None, wide_px: float = WIDE_SPOT_PX) ->
     return bool(np.isfinite(extent).any() and np.nanmedian(extent) >= wide_px)
 
 
-def _valid(image, pixel_mask):
-    valid = np.isfinite(image) & (np.nan_to_num(image) >= 0)
-    if pixel_mask is not None:
-        valid &= np.asarray(pixel_mask) == 0
-    return valid
-
-
 def binned_input(image, *, pixel_mask=None, geometry=None, factor: int = 2, ring_background: str = "auto"):
     """The binned frame as :func:`coarse_spot_mask`'s network sees it.
 
@@ -134,7 +129,7 @@ def binned_input(image, *, pixel_mask=None, geometry=None, factor: int = 2, ring
     from napari_xrd.core.spots.inference import frame_background
 
     image = np.asarray(image)
-    binned, binned_valid = bin_frame(image, _valid(image, pixel_mask), factor)
+    binned, binned_valid = bin_frame(image, valid_pixels(pixel_mask, image=image), factor)
     background = None
     if geometry is not None:
         background, _ = frame_background(binned, binned_valid, binned_geometry(geometry, factor),
@@ -185,7 +180,7 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     from napari_xrd.core.spots.inference import predict_spot_probability
 
     image = np.asarray(image)
-    valid = _valid(image, pixel_mask)
+    valid = valid_pixels(pixel_mask, image=image)
     if binned is None:
         binned = binned_input(image, pixel_mask=pixel_mask, geometry=geometry, factor=factor,
                               ring_background=predict_options.get("ring_background", "auto"))

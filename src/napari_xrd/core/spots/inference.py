@@ -75,7 +75,7 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     ranked = pad.reshape(by, block, bx, block).transpose(0, 2, 1, 3).reshape(by * bx, block * block)
     del pad
     n_valid = np.isfinite(ranked).sum(axis=1)
-    ranked.sort(axis=1)  # in place (a copy already); NaN (invalid) last: the median of the valid values is at (n - 1) // 2
+    ranked.sort(axis=1)  # in place (a copy already); NaN (invalid) last: the valid values' median is at (n - 1) // 2
     med = ranked[np.arange(by * bx), np.maximum(n_valid - 1, 0) // 2]
     med[n_valid == 0] = np.median(med[n_valid > 0]) if (n_valid > 0).any() else 0.0
     # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond;
@@ -192,9 +192,8 @@ def frame_background(image, valid, geometry=None, *, ring_background: str = "aut
     less structure than the blocks alone.  Structure is the mean of
     ``min(r², 9)`` over valid pixels of the residual ``r`` (every other
     row); background noise gives about 1, a ring that the blocks cannot
-    follow adds to it.  A
-    beam centre that is off moves the rings opposite ways in opposite
-    quadrants, and the check fails.
+    follow adds to it.  A beam centre that is off moves the rings opposite
+    ways in opposite quadrants, and the check fails.
 
     Parameters
     ----------

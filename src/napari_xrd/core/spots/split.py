@@ -57,7 +57,7 @@ def split_touching_spots(labels, probability, *, core_threshold: float = 0.9, mi
         if big.sum() < 2:
             continue
         parts = watershed(-prob[sl], markers=np.where(big[cores], cores, 0), mask=region)
-        spots.relabel(k, parts)  # the first core's part keeps the spot's number
+        spots.relabel(k, parts, sl)  # the first core's part keeps the spot's number
     return spots.in_raster_order()
 
 
@@ -154,7 +154,7 @@ def split_at_intensity_peaks(labels, image, *, pixel_mask=None, h: float = 2.0, 
         seeds, n_seeds = ndimage.label(h_maxima(a, h) & region)
         if n_seeds < 2:
             continue
-        spots.relabel(k, watershed(-a, markers=seeds, mask=region))  # the first seed's part keeps the number
+        spots.relabel(k, watershed(-a, markers=seeds, mask=region), sl)  # the first seed's part keeps the number
     return spots.in_raster_order()
 
 
@@ -196,10 +196,9 @@ class _Spots:
         sl = (slice(int(r.min()), int(r.max()) + 1), slice(int(c.min()), int(c.max()) + 1))
         return sl, self.labels[sl] == k
 
-    def relabel(self, k, parts):
-        """New numbers for the parts (in ``k``'s box) after the first; unlabelled pixels stay ``k``."""
+    def relabel(self, k, parts, sl):
+        """New numbers for the parts after the first (``parts``: ``k``'s box ``sl``); unlabelled pixels stay ``k``."""
         at = self._pixels(k)
-        sl, _ = self.box(k)
         part = parts[self.rows[at] - sl[0].start, self.cols[at] - sl[1].start]
         ids = np.unique(part[part > 0])
         for i in ids[1:]:
