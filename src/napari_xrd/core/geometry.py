@@ -61,6 +61,7 @@ __all__ = [
     "two_theta_from_d_spacing",
     "ray_direction",
     "still_ray",
+    "lattice_points_near_sphere",
 ]
 
 
@@ -149,6 +150,84 @@ def still_ray(r, wavelength: float):
     two_theta = 2.0 * np.arcsin(np.clip(wavelength * np.linalg.norm(r, axis=-1) / 2.0, 0.0, 1.0))
     azimuth = np.arctan2(r[..., 1], r[..., 0])
     return two_theta, azimuth, ray_direction(two_theta, azimuth)
+
+
+def lattice_points_near_sphere(ub, wavelength: float, *, r_max: float, half_width: float, offset=None):
+    """Reciprocal-lattice points within ``half_width`` of the Ewald sphere, up to ``|r| = r_max``.
+
+    Enumerates lattice rows along the shortest reciprocal axis and solves
+    where each row crosses the shell ``1/λ ± half_width``, so the cost grows
+    with the number of points near the sphere, not with the whole lattice.
+
+    Parameters
+    ----------
+    ub : (3, 3) array_like
+        ``U @ B`` (Å⁻¹): integer indices to lab-frame reciprocal vectors.
+    wavelength : float
+        Å.
+    r_max : float
+        Largest ``|r|`` (Å⁻¹), ``1 / d_min``.
+    half_width : float
+        Half-width of the shell about the sphere, Å⁻¹.
+    offset : (3,) array_like, optional
+        Points at ``ub @ (hkl + offset)``: a lattice translated by a
+        fraction of a cell (an indexing solution's phase with a beam
+        centre a little off).
+
+    Returns
+    -------
+    hkl : (n, 3) int64 ndarray
+    r : (n, 3) ndarray
+        The points (Å⁻¹, lab frame), ``0 < |r| <= r_max``.
+    """
+    ub = np.asarray(ub, dtype=float)
+    radius = 1.0 / wavelength
+    s0 = np.array([0.0, 0.0, radius])
+    shift = np.zeros(3) if offset is None else np.asarray(offset, dtype=float)
+    real = np.linalg.inv(ub)  # rows: real-space axes (h_i = a_i . r)
+    limits = np.floor(np.linalg.norm(real, axis=1) * r_max).astype(int) + (0 if offset is None else 1)
+    j = int(np.argmin(np.linalg.norm(ub, axis=0)))  # densest row direction
+    p_ax, q_ax = [i for i in range(3) if i != j]
+    pp, qq = np.meshgrid(
+        np.arange(-limits[p_ax], limits[p_ax] + 1), np.arange(-limits[q_ax], limits[q_ax] + 1), indexing="ij"
+    )
+    pp, qq = pp.ravel(), qq.ravel()
+    w = ub[:, j]
+    if offset is None:
+        origin = s0[None, :] + pp[:, None] * ub[:, p_ax] + qq[:, None] * ub[:, q_ax]
+    else:
+        origin = (s0 + shift[j] * w)[None, :] + (pp + shift[p_ax])[:, None] * ub[:, p_ax] + (
+            qq + shift[q_ax])[:, None] * ub[:, q_ax]
+    a = float(w @ w)
+    b = origin @ w
+    c = np.einsum("ij,ij->i", origin, origin)
+
+    def roots(rho):
+        disc = b * b - a * (c - rho * rho)
+        sq = np.sqrt(np.maximum(disc, 0.0))
+        return disc > 0, (-b - sq) / a, (-b + sq) / a
+
+    ok_o, lo_o, hi_o = roots(radius + half_width)
+    ok_i, lo_i, hi_i = roots(max(radius - half_width, 0.0))
+    # segments of the row inside the shell: [lo_o, lo_i] and [hi_i, hi_o] (or all of [lo_o, hi_o])
+    seg_lo = np.concatenate([lo_o, hi_i])
+    seg_hi = np.concatenate([np.where(ok_i, lo_i, hi_o), hi_o])
+    valid = np.concatenate([ok_o, ok_o & ok_i])
+    start = np.ceil(seg_lo).astype(np.int64)
+    count = np.where(valid, np.floor(seg_hi).astype(np.int64) - start + 1, 0).clip(min=0)
+    total = int(count.sum())
+    row = np.repeat(np.arange(len(count)), count)
+    offs = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
+    t = start[row] + offs
+    pair = row % len(pp)
+    hkl = np.empty((total, 3), dtype=np.int64)
+    hkl[:, p_ax] = pp[pair]
+    hkl[:, q_ax] = qq[pair]
+    hkl[:, j] = t
+    r = hkl @ ub.T if offset is None else (hkl + shift) @ ub.T
+    r_len = np.linalg.norm(r, axis=1)
+    keep = (r_len > 0) & (r_len <= r_max)
+    return hkl[keep], r[keep]
 
 
 @dataclass(frozen=True)

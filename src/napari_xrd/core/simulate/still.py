@@ -46,7 +46,7 @@ import math
 
 import numpy as np
 
-from napari_xrd.core.geometry import DetectorGeometry, ray_direction, still_ray
+from napari_xrd.core.geometry import DetectorGeometry, lattice_points_near_sphere, ray_direction, still_ray
 
 __all__ = [
     "predict_reflections",
@@ -103,9 +103,10 @@ def predict_reflections(
 ) -> dict:
     """Reflections near the Ewald sphere that land on the detector.
 
-    Enumerates lattice rows along the shortest reciprocal axis and solves
-    where each row crosses the shell ``1/λ ± n σ_ε``, so the cost grows with
-    the number of reflections near the sphere, not the whole lattice.
+    The lattice points in the shell ``1/λ ± n σ_ε`` about the sphere come
+    from :func:`~napari_xrd.core.geometry.lattice_points_near_sphere`, so
+    the cost grows with the number of reflections near the sphere, not the
+    whole lattice.
 
     Parameters
     ----------
@@ -144,51 +145,11 @@ def predict_reflections(
     if osc:
         ub = _rotate(ub.T, axis, osc / 2.0).T  # enumerate at the middle of the exposure
     r_max = min(1.0 / d_min, 2.0 * radius * 0.9999)
-    real = np.linalg.inv(ub)  # rows: real-space axes (h_i = a_i . r)
-    limits = np.floor(np.linalg.norm(real, axis=1) * r_max).astype(int)
-    j = int(np.argmin(np.linalg.norm(ub, axis=0)))  # densest row direction
-    p_ax, q_ax = [i for i in range(3) if i != j]
     delta = math.sqrt(-2.0 * math.log(min_partiality)) * float(
         _excitation_sigma(r_max, lam, mosaicity_deg, bandpass, domain_size)
     ) + r_max * abs(osc) / 2.0
-
-    pp, qq = np.meshgrid(
-        np.arange(-limits[p_ax], limits[p_ax] + 1), np.arange(-limits[q_ax], limits[q_ax] + 1), indexing="ij"
-    )
-    pp, qq = pp.ravel(), qq.ravel()
-    w = ub[:, j]
-    origin = s0[None, :] + pp[:, None] * ub[:, p_ax] + qq[:, None] * ub[:, q_ax]
-    a = float(w @ w)
-    b = origin @ w
-    c = np.einsum("ij,ij->i", origin, origin)
-
-    def roots(rho):
-        disc = b * b - a * (c - rho * rho)
-        sq = np.sqrt(np.maximum(disc, 0.0))
-        return disc > 0, (-b - sq) / a, (-b + sq) / a
-
-    ok_o, lo_o, hi_o = roots(radius + delta)
-    ok_i, lo_i, hi_i = roots(max(radius - delta, 0.0))
-    # segments of the row inside the shell: [lo_o, lo_i] and [hi_i, hi_o] (or all of [lo_o, hi_o])
-    seg_lo = np.concatenate([lo_o, hi_i])
-    seg_hi = np.concatenate([np.where(ok_i, lo_i, hi_o), hi_o])
-    valid = np.concatenate([ok_o, ok_o & ok_i])
-    start = np.ceil(seg_lo).astype(np.int64)
-    count = np.where(valid, np.floor(seg_hi).astype(np.int64) - start + 1, 0).clip(min=0)
-    total = int(count.sum())
-    row = np.repeat(np.arange(len(count)), count)
-    offs = np.arange(total) - np.repeat(np.cumsum(count) - count, count)
-    t = start[row] + offs
-    pair = row % len(pp)
-    hkl = np.empty((total, 3), dtype=np.int64)
-    hkl[:, p_ax] = pp[pair]
-    hkl[:, q_ax] = qq[pair]
-    hkl[:, j] = t
-
-    r = hkl @ ub.T
+    hkl, r = lattice_points_near_sphere(ub, lam, r_max=r_max, half_width=delta)
     r_len = np.linalg.norm(r, axis=1)
-    keep = (r_len > 0) & (r_len <= r_max)
-    hkl, r, r_len = hkl[keep], r[keep], r_len[keep]
     eps = np.linalg.norm(r + s0, axis=1) - radius
     sig = _excitation_sigma(r_len, lam, mosaicity_deg, bandpass, domain_size)
     if osc:
