@@ -15,9 +15,86 @@ test says nothing.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-__all__ = ["lattice_membership"]
+__all__ = ["lattice_membership", "frame_lattice", "FrameLattice"]
+
+
+class FrameLattice(NamedTuple):
+    """A still's reciprocal lattice, indexed from its spots.
+
+    Attributes
+    ----------
+    basis : (3, 3) ndarray
+        Real-space vectors ``a, b, c`` (rows, Å).
+    phase : (3,) ndarray
+        Offsets of the lattice coordinates ``basis @ r`` from integers (a
+        beam centre a little off translates the lattice).
+    used : (k,) int ndarray
+        Which spots (indices into the positions given) it was indexed from.
+    """
+
+    basis: np.ndarray
+    phase: np.ndarray
+    used: np.ndarray
+
+    def coordinates(self, r) -> np.ndarray:
+        """Lattice coordinates ``basis @ r - phase`` of scattering vectors ``r`` (n, 3): shape (3, n)."""
+        return self.basis @ np.asarray(r, float).reshape(-1, 3).T - self.phase[:, None]
+
+    def points(self, hkl) -> np.ndarray:
+        """Reciprocal-lattice points (Å⁻¹, lab frame) of integer indices ``hkl`` (n, 3): shape (n, 3)."""
+        return (np.linalg.solve(self.basis, (np.asarray(hkl, float).reshape(-1, 3) + self.phase).T)).T
+
+
+def frame_lattice(
+    positions,
+    geometry,
+    reference,
+    *,
+    tolerance: float = 0.2,
+    min_reference: int = 20,
+    max_reference: int = 600,
+    rng=None,
+):
+    """The lattice of the ``reference`` spots of a still, or None where they give none.
+
+    Parameters
+    ----------
+    positions : (n, 2) array_like
+        Spot centroids ``(fast, slow)``, pixels (DIALS corner convention).
+    geometry : DetectorGeometry
+    reference : (n,) bool array_like
+        The spots to index from.
+    tolerance : float
+        Indexing tolerance (lattice coordinates within this of integers).
+    min_reference, max_reference : int
+        Fewest reference spots to index from; at most this many of them (a
+        random choice by ``rng``).
+    rng : numpy.random.Generator, optional
+        Default: seed 0 (reproducible).
+
+    Returns
+    -------
+    FrameLattice or None
+    """
+    from napari_xrd.core.beam_center.indexing import _transform, index_reciprocal_lattice
+
+    rng = np.random.default_rng(0) if rng is None else rng
+    xy = np.asarray(positions, dtype=float).reshape(-1, 2)
+    ref = np.asarray(reference, dtype=bool) & np.all(np.isfinite(xy), axis=1)
+    if ref.sum() < min_reference:
+        return None
+    used = np.flatnonzero(ref)
+    if len(used) > max_reference:
+        used = np.sort(rng.choice(used, max_reference, replace=False))
+    r = geometry.scattering_vectors(xy[used, 0], xy[used, 1])
+    basis, _, _ = index_reciprocal_lattice(r, tolerance=tolerance)
+    if basis is None:
+        return None
+    return FrameLattice(basis, np.angle(_transform(basis, r)) / (2 * np.pi), used)
 
 
 def lattice_membership(
@@ -67,27 +144,19 @@ def lattice_membership(
     rate_chance : float
         Fraction of the turned reference spots indexed.
     """
-    from napari_xrd.core.beam_center.indexing import _transform, index_reciprocal_lattice
-
     xy = np.asarray(positions, dtype=float).reshape(-1, 2)
     ref = np.asarray(reference, dtype=bool) & np.all(np.isfinite(xy), axis=1)
-    if ref.sum() < min_reference:
-        return None, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    r = geometry.scattering_vectors(xy[:, 0], xy[:, 1])
-    used = np.flatnonzero(ref)
-    if len(used) > max_reference:
-        used = np.sort(rng.choice(used, max_reference, replace=False))
-    basis, _, _ = index_reciprocal_lattice(r[used], tolerance=tolerance)
-    if basis is None:
+    lattice = frame_lattice(xy, geometry, ref, tolerance=tolerance, min_reference=min_reference,
+                            max_reference=max_reference, rng=rng)
+    if lattice is None:
         return None, float("nan"), float("nan")
-    phase = np.angle(_transform(basis, r[used])) / (2 * np.pi)
 
     def on_lattice(vectors):
-        x = basis @ vectors.T - phase[:, None]
+        x = lattice.coordinates(vectors)
         return np.all(np.abs(x - np.round(x)) < test_tolerance, axis=0)
 
-    indexed = on_lattice(r)
+    indexed = on_lattice(geometry.scattering_vectors(xy[:, 0], xy[:, 1]))
     indexed[~np.all(np.isfinite(xy), axis=1)] = False
     # chance: the reference spots turned about the beam centre (same radius, so nearly the same resolution)
     bx, by = geometry.beam_center
