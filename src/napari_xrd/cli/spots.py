@@ -63,6 +63,10 @@ def add_parser(sub) -> None:
                    help="U-Net: a second pass whose attention leaves the ice lines out of its statistics, for spots "
                    "that bright ice grains hide elsewhere in their tiles (it replaces the first pass away from the "
                    "lines): auto = on frames with spotty ice (default); on; off")
+    p.add_argument("--lattice-search", choices=["auto", "off"], default=None,
+                   help="where the frame's spots index as a still's lattice, test the positions it predicts that "
+                   "hold no spot yet and add the spots that stand out more than chance allows (JSON predicted): "
+                   "auto (default for the U-Net); off (default for dispersion)")
     p.add_argument("--beam-center", default="header", metavar="header|estimate|FAST,SLOW",
                    help="beam centre for resolutions, ice rings and the ring background: header = the file's "
                    "(default); estimate = estimated from the first frame (napari-xrd beam-center; its tilt too); "
@@ -154,7 +158,8 @@ def spots_in_file(path, *, frames=None, nproc: int = 1, progress=None, cancel=No
         without geometry),
         ``ice_ring`` (likely an ice grain, or on an ice ring; see ``find_spots(ice_rings=...)``),
         ``ice_probability`` (that it is an ice grain; 0 without spotty ice),
-        ``beamstop_shadow`` (in the beamstop's shadow), ``snr`` (integrated
+        ``beamstop_shadow`` (in the beamstop's shadow), ``predicted`` (found
+        where the frame's lattice predicts a spot), ``snr`` (integrated
         signal-to-noise ratio over the local background).
     """
     from napari_xrd.core.io import open_image
@@ -244,6 +249,7 @@ def run(args) -> int:
         ring_background=args.ring_background,
         large_spots=args.large_spots,
         ice_context=args.ice_context,
+        lattice_search=args.lattice_search,
     )
     if args.threads is None:
         del options["threads"]  # workers default to one thread each, a single process to torch's setting

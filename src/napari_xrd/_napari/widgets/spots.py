@@ -6,7 +6,8 @@ the worker's ``yielded`` signal, on the GUI thread.  For each image layer the
 widget keeps one Labels layer (the spot mask, same shape as the image, so a
 frame of a stack is written in place and other frames are left alone) and
 one Points layer (centroids with features intensity, d, size, sigma_radial,
-sigma_azimuthal, snr, ice_ring, ice_probability, beamstop_shadow, frame).
+sigma_azimuthal, snr, ice_ring, ice_probability, beamstop_shadow, predicted,
+frame).
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ class SpotsWidget(Container):
     def _update_points(self, layer, points):
         coords = []
         feats = {k: [] for k in ("intensity", "d", "size", "sigma_radial", "sigma_azimuthal", "snr", "ice_ring",
-                                 "ice_probability", "beamstop_shadow", "frame")}
+                                 "ice_probability", "beamstop_shadow", "predicted", "frame")}
         for (name, fr), t in sorted(self._tables.items(), key=lambda kv: kv[0][1]):
             if name != layer.name or len(t) == 0:
                 continue
@@ -311,7 +312,7 @@ class SpotsWidget(Container):
                 feats[extent].append(np.asarray(t.get(extent, np.full(len(t), np.nan)), float))
             feats["snr"].append(np.asarray(t.get("snr", np.full(len(t), np.nan)), float))
             feats["ice_probability"].append(np.asarray(t.get("ice_probability", np.zeros(len(t))), float))
-            for flag in ("ice_ring", "beamstop_shadow"):
+            for flag in ("ice_ring", "beamstop_shadow", "predicted"):
                 feats[flag].append(np.asarray(t.get(flag, np.zeros(len(t), bool)), bool))
             feats["frame"].append(np.full(len(t), fr))
         data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))

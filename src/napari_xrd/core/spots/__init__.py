@@ -52,12 +52,14 @@ __all__ = [
     "SHADOW_MODES",
     "LARGE_SPOT_MODES",
     "ICE_CONTEXT_MODES",
+    "LATTICE_SEARCH_MODES",
 ]
 
 METHODS = ("dispersion", "unet")
 SHADOW_MODES = ("auto", "keep")
 LARGE_SPOT_MODES = ("auto", "on", "off")
 ICE_CONTEXT_MODES = ("auto", "on", "off")
+LATTICE_SEARCH_MODES = ("auto", "off")
 #: ``find_spots(method="unet")``'s default ``min_spot_snr``
 UNET_MIN_SNR = 2.5
 
@@ -145,6 +147,7 @@ def find_spots(
     ring_background: str = "auto",
     large_spots: str = "auto",
     ice_context: str = "auto",
+    lattice_search: str | None = None,
     progress=None,
     cancel=None,
 ) -> SpotResult:
@@ -236,6 +239,17 @@ def find_spots(
         (:mod:`~napari_xrd.core.spots.ice_context`).  "auto": on frames with
         spotty ice (:func:`~napari_xrd.core.spots.ice.contaminated_ice_shells`
         on the first pass's spots); "on": always; "off": never.
+    lattice_search : {"auto", "off"}, optional
+        With ``geometry``: where the spots found index as a still's lattice
+        (those away from the ice lines), test every position it predicts
+        that holds no spot yet, and add the spots there whose counts stand
+        out more than chance allows, judged on the frame itself
+        (:mod:`~napari_xrd.core.spots.lattice_search`); they are marked in
+        the table's ``predicted`` column.  Finds weak spots and spots on
+        spotty ice rings that a search of the whole frame must pass over;
+        on frames that do not index (rotation frames, few spots) nothing is
+        added.  Default: "auto" for the U-Net, "off" for dispersion (the
+        DIALS algorithm as it is).
     progress, cancel : callables, optional
         See :mod:`napari_xrd.core.progress`.
 
@@ -245,7 +259,8 @@ def find_spots(
         ``labels`` and ``table``; the table has ``ice_ring`` and
         ``beamstop_shadow`` columns (bool) that mark spots in ice shells and
         in the shadow (all False for dropping modes, whose flagged spots are
-        gone).
+        gone), and a ``predicted`` column (bool) that marks the spots found
+        at the lattice's predicted positions.
     """
     if ice_rings not in ICE_RING_MODES:
         raise ValueError(f"unknown ice_rings {ice_rings!r}; use one of {', '.join(ICE_RING_MODES)}")
@@ -255,6 +270,10 @@ def find_spots(
         raise ValueError(f"unknown large_spots {large_spots!r}; use one of {', '.join(LARGE_SPOT_MODES)}")
     if ice_context not in ICE_CONTEXT_MODES:
         raise ValueError(f"unknown ice_context {ice_context!r}; use one of {', '.join(ICE_CONTEXT_MODES)}")
+    if lattice_search is None:
+        lattice_search = "auto" if method == "unet" else "off"
+    if lattice_search not in LATTICE_SEARCH_MODES:
+        raise ValueError(f"unknown lattice_search {lattice_search!r}; use one of {', '.join(LATTICE_SEARCH_MODES)}")
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
@@ -320,6 +339,10 @@ def find_spots(
         min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
         if min_snr is not None and min_snr > 0:
             labels, table = _keep_spots(labels, table, ~(table["snr"] < min_snr))  # NaN (unmeasurable) is kept
+        table["predicted"] = np.zeros(len(table), dtype=bool)
+        if lattice_search == "auto" and geometry is not None and len(table):
+            labels, table = _lattice_search(labels, table, image, geometry=geometry, pixel_mask=pixel_mask,
+                                            min_snr=min_snr)
         if geometry is None:
             on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
         else:
@@ -382,6 +405,40 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
         if extra.any():  # numbered after the first pass's spots: rows stay label order
             labels = np.where(extra > 0, extra + labels.max(), labels).astype(np.int32)
             table = spot_table(labels, image, geometry=geometry)
+    return labels, table
+
+
+def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr):
+    """Labels and table with the spots found where the frame's lattice predicts them (``predicted`` True)."""
+    from napari_xrd.core.spots.ice import ice_line_distance
+    from napari_xrd.core.spots.lattice_search import lattice_spot_search
+
+    exclude = labels > 0
+    if pixel_mask is not None:
+        exclude |= np.asarray(pixel_mask) != 0
+    off = ice_line_distance(table["d"])
+    found = lattice_spot_search(image, table, geometry, exclude=exclude, reference=~(off < 0.012))
+    if found is None or not len(found.positions):
+        return labels, table
+    labels = labels.copy()
+    n = n_found = int(labels.max())
+    for pixels in found.pixels:
+        rows, cols = pixels[:, 0], pixels[:, 1]
+        free = labels[rows, cols] == 0  # where two predictions' discs overlap, the first keeps its pixels
+        if free.any():
+            n += 1
+            labels[rows[free], cols[free]] = n
+    if n == n_found:
+        return labels, table
+    new = spot_table(np.where(labels > n_found, labels - n_found, 0), image, geometry=geometry)
+    # their significance as every other spot's (the spots found so far keep theirs)
+    new["background"], new["snr"] = spot_significance(labels, image, new, pixel_mask=pixel_mask)
+    new["predicted"] = np.ones(len(new), dtype=bool)
+    table = SpotTable({k: np.concatenate([v, new[k]]) for k, v in table.items()})
+    if min_snr is not None and min_snr > 0:
+        keep = np.ones(len(table), dtype=bool)
+        keep[n_found:] = ~(new["snr"] < min_snr)
+        labels, table = _keep_spots(labels, table, keep)
     return labels, table
 
 

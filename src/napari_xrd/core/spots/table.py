@@ -34,6 +34,11 @@ Columns (all 1-D NumPy arrays of length ``n_spots``):
 ``beamstop_shadow``
     (added by ``find_spots``) True where the centroid lies in the beamstop's
     shadow (kept with ``beamstop_shadow="keep"`` only).
+``predicted``
+    (added by ``find_spots``) True where the spot was found at a position
+    that the frame's own lattice predicts, by a test there
+    (:mod:`~napari_xrd.core.spots.lattice_search`), not by the finder's
+    search of the whole frame.
 ``snr``
     (added by ``find_spots``) Integrated signal-to-noise ratio over the local
     background (:mod:`napari_xrd.core.spots.significance`).
@@ -70,7 +75,7 @@ class SpotTable(dict):
                 if extra in self:
                     v = float(self[extra][i])
                     row[extra] = v if np.isfinite(v) else None
-            for flag in ("ice_ring", "beamstop_shadow"):
+            for flag in ("ice_ring", "beamstop_shadow", "predicted"):
                 if flag in self:
                     row[flag] = bool(self[flag][i])
             out.append(row)
