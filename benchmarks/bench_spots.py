@@ -165,6 +165,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         valid = pm == 0
         shadow = beamstop_shadow_mask(img, valid, beam_center=geom.beam_center, pixel_size=geom.pixel_size)
         found, ious = {}, {}
+        n_lattice = 0
         # the resolution limit: the same definition (frame_statistics) on the true spots and on each finder's
         # spots as find_spots returns them by default (likely ice grains and spots in the shadow dropped)
         d_min = {"truth": frame_statistics({"d": spots["d"][strong], "intensity": np.zeros(int(strong.sum()))})[
@@ -174,6 +175,8 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
                              ice_rings="keep", beamstop_shadow="keep")
             found[name] = (res.table.fast_slow(), res.table["d"], spot_descriptors(res.table))
             ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
+            if "predicted" in res.table and res.table["predicted"].any():
+                n_lattice = int(res.table["predicted"].sum())  # find_spots(lattice_search="auto"): U-Net only
             kept = ~(res.table["ice_ring"] | res.table["beamstop_shadow"])
             d_min[name] = frame_statistics({k: v[kept] for k, v in res.table.items()})["estimated_d_min"]
         try:
@@ -184,6 +187,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         except ImportError as exc:
             print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")
         row = {"frame": label, "kind": _ice_kind(still), "n_strong": int(strong.sum()), "scores": {}, "d_min": d_min,
+               "n_lattice": n_lattice,
                # distance of each strong true spot from the nearest ice line, in 1/d (Å⁻¹)
                "ice_distance": ice_line_distance(spots["d"][strong])}
         for name, (xy, d, looks) in found.items():
@@ -196,7 +200,8 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         extra = f", {ice.get('photons', 0):.0f} photons/px" if ice else ""
         print(f"  frame {label} ({row['kind']}{extra}): {row['n_strong']} true spots with SNR >= 5 "
               f"({len(spots)} reflections); estimated d_min (Å): "
-              + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in d_min.items()), flush=True)
+              + ", ".join(f"{k} {'-' if v is None else f'{v:.2f}'}" for k, v in d_min.items())
+              + f"; U-Net spots found at lattice-predicted positions: {n_lattice}", flush=True)
         for name in names:
             if (name, "keep") not in row["scores"]:
                 continue

@@ -30,9 +30,12 @@ def test_spots_json_matches_python_function(tmp_path, capsys):
     assert [round(s["y"], 6) for s in out] == [round(float(v), 6) for v in expected["y"]]
     assert all(s["frame"] == 0 and s["d"] is None and s["size"] >= 3 for s in out)
     assert all(s["ice_ring"] is False for s in out)  # no geometry: nothing flagged
+    assert all(s["predicted"] is False for s in out)  # nor anything found at lattice-predicted positions
     assert all(s["snr"] > 3 for s in out)
     assert main(["spots", str(path), "--json", "--min-spot-snr", "1000"]) == 0
     assert json.loads(capsys.readouterr().out) == []
+    assert main(["spots", str(path), "--json", "--method", "dispersion", "--lattice-search", "off"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == expected.n_spots
     # the fixed ice-ring filter needs the geometry, which a .npy file does not carry
     assert main(["spots", str(path), "--ice-rings", "filter", "--json"]) == 1
     assert "geometry" in capsys.readouterr().err

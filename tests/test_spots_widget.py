@@ -70,9 +70,15 @@ def test_widget_single_frame_dispersion(make_napari_viewer, qtbot):
     assert w._options(True)["ice_rings"] == "filter" and w._options(False)["ice_rings"] == "keep"
     # the ring-background choice is the U-Net's, and reaches find_spots
     assert not w._rings.enabled and "ring_background" not in w._options(True)
+    assert not w._lattice.enabled and "lattice_search" not in w._options(True)
+    assert "predicted" in pts.features
     w._method.value = "unet"
     w._rings.value = "off"
     assert w._rings.enabled and w._options(True)["ring_background"] == "off"
+    # so is the lattice search
+    assert w._lattice.enabled and w._options(True)["lattice_search"] == "auto"
+    w._lattice.value = "off"
+    assert w._options(True)["lattice_search"] == "off"
 
 
 def test_widget_writes_only_the_current_frame_of_a_stack(make_napari_viewer, qtbot):

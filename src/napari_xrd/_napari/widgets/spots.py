@@ -99,6 +99,11 @@ class SpotsWidget(Container):
                                "in 2θ from the input so that weak spots on narrow rings are seen. auto: where a "
                                "cross-check of the beam centre passes (apply the beam centre first if the header's "
                                "is off); on: always; off: never")
+        self._lattice = ComboBox(label="lattice search", choices=["auto", "off"], value="auto",
+                                 tooltip="U-Net, with the detector geometry: where the frame's spots index as a "
+                                 "still's lattice, test the positions it predicts that hold no spot yet and add the "
+                                 "spots that stand out more than chance allows (feature predicted, orange). auto: "
+                                 "on such frames; off: never")
         self._frames = ComboBox(label="frames", choices=["current", "all"], value="current")
         self._workers = SpinBox(label="workers", min=1, max=max(os.cpu_count() or 1, 1), value=1,
                                 tooltip="all frames: worker processes, one frame each at a time with one CPU thread "
@@ -119,7 +124,7 @@ class SpotsWidget(Container):
         super().__init__(
             widgets=[
                 self._image, self._method, self._sigma, self._gain, self._threshold, self._model, self._rings,
-                self._frames, self._workers,
+                self._lattice, self._frames, self._workers,
                 self._ice, self._shadow, self._run, self._cancel, self._progress, self._count, self._shells,
                 self._sweep,
             ]
@@ -153,6 +158,7 @@ class SpotsWidget(Container):
         self._threshold.enabled = unet
         self._model.enabled = unet
         self._rings.enabled = unet
+        self._lattice.enabled = unet
         self._sigma.enabled = not unet
         self._gain.enabled = not unet
         self._workers.enabled = self._frames.value == "all"
@@ -170,7 +176,7 @@ class SpotsWidget(Container):
                   "beamstop_shadow": self._shadow.value}
         if self._method.value == "unet":
             return {"method": "unet", "threshold": float(self._threshold.value), "model": self._model.value,
-                    "ring_background": self._rings.value, **common}
+                    "ring_background": self._rings.value, "lattice_search": self._lattice.value, **common}
         return {"method": "dispersion", "sigma_strong": float(self._sigma.value), "gain": float(self._gain.value),
                 **common}
 
@@ -318,8 +324,10 @@ class SpotsWidget(Container):
         data = np.concatenate(coords) if coords else np.zeros((0, layer.data.ndim))
         points.data = data
         points.features = {k: (np.concatenate(v) if v else np.zeros(0)) for k, v in feats.items()}
-        if len(data):  # flagged spots ("keep"): ice grains in cyan, in the beamstop shadow in magenta; others yellow
+        if len(data):  # found at lattice-predicted positions in orange; flagged spots ("keep"): ice grains in cyan,
+            # in the beamstop shadow in magenta; others yellow
             colours = np.tile(np.array([1.0, 1.0, 0.0, 1.0]), (len(data), 1))
+            colours[np.asarray(points.features["predicted"], bool)] = (1.0, 0.55, 0.0, 1.0)
             colours[np.asarray(points.features["ice_ring"], bool)] = (0.0, 1.0, 1.0, 1.0)
             colours[np.asarray(points.features["beamstop_shadow"], bool)] = (1.0, 0.0, 1.0, 1.0)
             points.border_color = colours
