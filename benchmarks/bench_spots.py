@@ -130,17 +130,28 @@ def _ice_kind(still) -> str:
     return "spotty" if ice.get("spotty") else "smooth"
 
 
-def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None, descriptors=None):
-    """Scores after the shadow and ice rules; the positions (lattice) and ``descriptors`` (looks) refine "auto"."""
+def _score(xy, d, true_xy, strong, ice, geometry, pixel_mask, shadow=None, descriptors=None, predicted=None):
+    """Scores after the shadow and ice rules; the positions (lattice) and ``descriptors`` (looks) refine "auto".
+
+    ``predicted`` marks spots of find_spots' lattice search, which its ice rule ("auto"/"keep") neither judges
+    nor learns from (the fixed "filter" takes them like any other).
+    """
     from napari_xrd.core.spots.ice import flag_ice_ring_spots
 
+    predicted = np.zeros(len(xy), bool) if predicted is None else np.asarray(predicted, bool)
     if shadow is not None and len(xy):  # find_spots' default beamstop_shadow="auto", for every finder alike
         out = shadow[pixel_index(xy, shadow.shape)]
-        xy, d = xy[~out], d[~out]
+        xy, d, predicted = xy[~out], d[~out], predicted[~out]
         descriptors = None if descriptors is None else descriptors[~out]
-    if ice != "keep" and len(xy):
-        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask, descriptors=descriptors,
-                                     positions=xy)]
+    if ice == "filter" and len(xy):
+        xy = xy[~flag_ice_ring_spots(d, mode=ice, geometry=geometry, pixel_mask=pixel_mask)]
+    elif ice != "keep" and len(xy):
+        own = ~predicted
+        on_ice = np.zeros(len(xy), bool)
+        on_ice[own] = flag_ice_ring_spots(d[own], mode=ice, geometry=geometry, pixel_mask=pixel_mask,
+                                          descriptors=None if descriptors is None else descriptors[own],
+                                          positions=xy[own])
+        xy = xy[~on_ice]
     scores = spot_scores(xy, true_xy, radius=3.0, true_weight=strong)
     scores["found"] = match_spots(xy, true_xy, radius=3.0)[1][np.asarray(strong, bool)]  # per strong true spot
     return scores
@@ -173,7 +184,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         for name in ("unet", "dispersion"):
             res = find_spots(img, method=name, pixel_mask=pm, geometry=geom, model=model, device="cpu",
                              ice_rings="keep", beamstop_shadow="keep")
-            found[name] = (res.table.fast_slow(), res.table["d"], spot_descriptors(res.table))
+            found[name] = (res.table.fast_slow(), res.table["d"], spot_descriptors(res.table), res.table["predicted"])
             ious[name] = mask_iou(res.labels > 0, still.spot_mask, valid=valid)
             if "predicted" in res.table and res.table["predicted"].any():
                 n_lattice = int(res.table["predicted"].sum())  # find_spots(lattice_search="auto"): U-Net only
@@ -182,7 +193,7 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
         try:
             pf = peakfinder8(img, pm, geom)
             pf_d = np.atleast_1d(geom.resolution_at(pf[:, 0], pf[:, 1])) if len(pf) else np.zeros(0)
-            found["peakfinder8"] = (pf, pf_d, None)  # positions only: no look for the ice rule
+            found["peakfinder8"] = (pf, pf_d, None, None)  # positions only: no look for the ice rule
             ious["peakfinder8"] = float("nan")  # peakfinder8 reports positions only
         except ImportError as exc:
             print(f"  peakfinder8 skipped: ondamonitor not importable: {exc}")
@@ -190,9 +201,9 @@ def accuracy(n_frames: int, model: str, n_no_ice: int = 2):
                "n_lattice": n_lattice,
                # distance of each strong true spot from the nearest ice line, in 1/d (Å⁻¹)
                "ice_distance": ice_line_distance(spots["d"][strong])}
-        for name, (xy, d, looks) in found.items():
+        for name, (xy, d, looks, predicted) in found.items():
             for ice in ICE_VARIANTS:
-                s = _score(xy, d, true_xy, strong, ice, geom, pm, shadow, looks)
+                s = _score(xy, d, true_xy, strong, ice, geom, pm, shadow, looks, predicted)
                 s["iou"] = ious[name] if ice == "keep" else float("nan")
                 row["scores"][(name, ice)] = s
         rows.append(row)

@@ -133,6 +133,10 @@ def test_search_adds_missed_spots_that_are_real():
     predicted = res2.table["predicted"]
     assert predicted.sum() >= 15 and not res1.table["predicted"].any()
     assert np.allclose(res2.table.fast_slow()[~predicted], res1.table.fast_slow())
+    # the ice rule's verdicts on the finder's own spots are those without the search; it never takes the
+    # search's spots for grains
+    assert np.array_equal(res2.table["ice_probability"][~predicted], res1.table["ice_probability"])
+    assert not res2.table["ice_ring"][predicted].any()
     assert np.array_equal(res2.labels[res1.labels > 0], res1.labels[res1.labels > 0])
     assert set(np.unique(res2.labels[(res2.labels > 0) & (res1.labels == 0)])) == set(
         np.flatnonzero(predicted) + 1)

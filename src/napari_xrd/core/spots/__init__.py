@@ -195,7 +195,9 @@ def find_spots(
         (:func:`~napari_xrd.core.spots.lattice_check.lattice_membership`)
         and how the frame's grains look unlike its Bragg spots
         (:func:`~napari_xrd.core.spots.ice.refine_ice_probability`); on
-        other frames none.  "filter": drop spots on
+        other frames none.  The spots of the lattice search
+        (``lattice_search``) are neither judged nor learnt from: its own
+        test weighed them against the grains at their resolution.  "filter": drop spots on
         every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
         filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
         spots that "auto" would drop.
@@ -346,8 +348,13 @@ def find_spots(
         if geometry is None:
             on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
         else:
-            p_ice = spotty_ice_probability(table["d"], geometry=geometry, pixel_mask=pixel_mask,
-                                           descriptors=spot_descriptors(table), positions=table.fast_slow())
+            # the rule learns from, and judges, the finder's own spots: the lattice search's test already
+            # weighed its spots against the grains at their resolution, and they leave its verdicts as they were
+            own = ~table["predicted"]
+            p_ice = np.zeros(len(table))
+            p_ice[own] = spotty_ice_probability(table["d"][own], geometry=geometry, pixel_mask=pixel_mask,
+                                                descriptors=spot_descriptors(table)[own],
+                                                positions=table.fast_slow()[own])
             if ice_rings == "filter":
                 on_ice = flag_ice_ring_spots(table["d"], mode="filter", width=ice_ring_width)
             else:
