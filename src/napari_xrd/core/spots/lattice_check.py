@@ -97,6 +97,19 @@ def frame_lattice(
     return FrameLattice(basis, np.angle(_transform(basis, r)) / (2 * np.pi), used)
 
 
+def turned_about_beam(positions, beam_center, rng) -> np.ndarray:
+    """``positions`` (n, 2) turned about the beam centre by random angles: same radius, random azimuth.
+
+    The chance control of a lattice test: the same resolutions, rings and
+    grains, no lattice.
+    """
+    xy = np.asarray(positions, float).reshape(-1, 2)
+    bx, by = beam_center
+    a = rng.uniform(0.0, 2.0 * np.pi, len(xy))
+    dx, dy = xy[:, 0] - bx, xy[:, 1] - by
+    return np.column_stack([bx + dx * np.cos(a) - dy * np.sin(a), by + dx * np.sin(a) + dy * np.cos(a)])
+
+
 def lattice_membership(
     positions,
     geometry,
@@ -159,11 +172,8 @@ def lattice_membership(
     indexed = on_lattice(geometry.scattering_vectors(xy[:, 0], xy[:, 1]))
     indexed[~np.all(np.isfinite(xy), axis=1)] = False
     # chance: the reference spots turned about the beam centre (same radius, so nearly the same resolution)
-    bx, by = geometry.beam_center
-    dx, dy = xy[ref, 0] - bx, xy[ref, 1] - by
     hits = []
     for _ in range(n_shuffles):
-        a = rng.uniform(0.0, 2.0 * np.pi, len(dx))
-        fx, fy = bx + dx * np.cos(a) - dy * np.sin(a), by + dx * np.sin(a) + dy * np.cos(a)
+        fx, fy = turned_about_beam(xy[ref], geometry.beam_center, rng).T
         hits.append(on_lattice(geometry.scattering_vectors(fx, fy)))
     return indexed, float(indexed[ref].mean()), float(np.mean(hits))

@@ -342,7 +342,7 @@ def lattice_spot_search(
     """
     from scipy.spatial import cKDTree
 
-    from napari_xrd.core.spots.lattice_check import frame_lattice
+    from napari_xrd.core.spots.lattice_check import frame_lattice, turned_about_beam
 
     xy = np.asarray(table.fast_slow(), float).reshape(-1, 2)
     ref = np.ones(len(xy), bool) if reference is None else np.asarray(reference, bool)
@@ -377,12 +377,7 @@ def lattice_spot_search(
     max_offset = max(min_offset, 3.0 * residual)
     snr, _, offset, pixels = aperture_significance(image, pred, geometry, exclude=exclude, radius=radius)
     # chance: the predictions turned about the beam by random angles (same resolution, no lattice)
-    bx, by = geometry.beam_center
-    turned = []
-    for _ in range(n_shuffles):
-        a = rng.uniform(0.0, 2.0 * np.pi, len(pred))
-        dx, dy = pred[:, 0] - bx, pred[:, 1] - by
-        turned.append(np.column_stack([bx + dx * np.cos(a) - dy * np.sin(a), by + dx * np.sin(a) + dy * np.cos(a)]))
+    turned = [turned_about_beam(pred, geometry.beam_center, rng) for _ in range(n_shuffles)]
     turned = np.concatenate(turned) if turned else np.zeros((0, 2))
     if len(found):
         turned = turned[cKDTree(found).query(turned)[0] >= min_gap]
