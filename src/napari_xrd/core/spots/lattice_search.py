@@ -202,18 +202,19 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
     n_pair = pair.sum(axis=(1, 2))
     mid = np.take_along_axis(diffs, np.stack([np.maximum(n_pair - 1, 0) // 2, n_pair // 2], 1), axis=1).mean(1)
     spread = np.where(n_pair >= 8, (1.4826 * mid) ** 2 / 2.0, 0.0)
-    # background pixels, flat, with their window's number: outliers far above their 1-pixel band's median out
+    # background pixels, flat, with their window's number; outliers (grains, other spots' tails) far above
+    # their 1-pixel band's level are left out: the level is the band's mean, then its inliers' mean
     w_b, r_b = np.nonzero(back.reshape(m, -1))
     v_b = win.reshape(m, -1)[w_b, r_b]
     d_b = radial.reshape(m, -1)[w_b, r_b]
-    group = w_b * 1024 + (np.rint(d_b).astype(np.int64) + 512)
-    order = np.lexsort((v_b, group))
-    g_s, v_s = group[order], v_b[order]
-    first, last = np.searchsorted(g_s, g_s, side="left"), np.searchsorted(g_s, g_s, side="right")
-    med = 0.5 * (v_s[(first + last - 1) // 2] + v_s[(first + last) // 2])
-    level = np.maximum(np.maximum(med, 1.0), spread[w_b[order]])
-    inlier = np.empty(len(v_b), bool)
-    inlier[order] = v_s <= med + 4.0 * np.sqrt(level) + 1.0
+    n_bands = 4 * window + 3  # radial offsets lie within ±√2·window
+    group = w_b * n_bands + (np.rint(d_b).astype(np.int64) + 2 * window + 1)
+    inlier = np.ones(len(v_b), bool)
+    for _ in range(2):
+        total = np.bincount(group, weights=np.where(inlier, v_b, 0.0), minlength=m * n_bands)
+        count = np.bincount(group, weights=inlier, minlength=m * n_bands)
+        level = (total / np.maximum(count, 1))[group]
+        inlier = v_b <= level + 4.0 * np.sqrt(np.maximum(np.maximum(level, 1.0), spread[w_b])) + 1.0
     # each disc pixel's background: the inliers of its window within ``band`` of its distance from the beam
     span = 4.0 * window  # radial offsets lie within ±√2·window: windows apart on one sorted axis
     key = w_b * span + d_b
