@@ -416,28 +416,37 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
 
 
 def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr):
-    """Labels and table with the spots found where the frame's lattice predicts them (``predicted`` True)."""
+    """Labels and table with the spots found where the frame's lattice predicts them (``predicted`` True).
+
+    ``labels`` is written in place (it is find_spots' own); nothing full-size is made.
+    """
     from napari_xrd.core.spots.ice import ice_line_distance
     from napari_xrd.core.spots.lattice_search import lattice_spot_search
+    from napari_xrd.core.spots.table import spot_table_from_pixels
 
-    exclude = labels > 0
-    if pixel_mask is not None:
-        exclude |= np.asarray(pixel_mask) != 0
     off = ice_line_distance(table["d"])
-    found = lattice_spot_search(image, table, geometry, exclude=exclude, reference=~(off < 0.012))
+    found = lattice_spot_search(image, table, geometry, exclude=(labels, pixel_mask), reference=~(off < 0.012))
     if found is None or not len(found.positions):
         return labels, table
-    labels = labels.copy()
-    n = n_found = int(labels.max())
+    n_found = len(table)
+    if int(labels.max()) != n_found:  # numbers without pixels: renumber 1..n, the table's rows (rare; full-size)
+        present = np.unique(labels[labels > 0])
+        relabel = np.zeros(int(labels.max()) + 1, dtype=labels.dtype)
+        relabel[present] = np.arange(1, len(present) + 1)
+        labels[...] = relabel[labels]
+    parts = []
     for pixels in found.pixels:
         rows, cols = pixels[:, 0], pixels[:, 1]
         free = labels[rows, cols] == 0  # where two predictions' discs overlap, the first keeps its pixels
         if free.any():
-            n += 1
-            labels[rows[free], cols[free]] = n
-    if n == n_found:
+            parts.append((rows[free], cols[free]))
+            labels[rows[free], cols[free]] = n_found + len(parts)
+    if not parts:
         return labels, table
-    new = spot_table(np.where(labels > n_found, labels - n_found, 0), image, geometry=geometry)
+    rows = np.concatenate([r for r, _ in parts])
+    cols = np.concatenate([c for _, c in parts])
+    number = np.repeat(np.arange(1, len(parts) + 1), [len(r) for r, _ in parts])
+    new = spot_table_from_pixels(number, rows, cols, image[rows, cols], geometry=geometry)
     # their significance as every other spot's (the spots found so far keep theirs)
     new["background"], new["snr"] = spot_significance(labels, image, new, pixel_mask=pixel_mask)
     new["predicted"] = np.ones(len(new), dtype=bool)

@@ -131,9 +131,10 @@ def aperture_significance(image, positions, geometry, *, exclude=None, radius: f
         ``(fast, slow)``, corner convention.
     geometry : DetectorGeometry
         Its beam centre.
-    exclude : (n_slow, n_fast) bool ndarray, optional
-        Pixels that are neither signal nor background (masked pixels,
-        other spots), grown by ``grow`` pixels (a spot's faint edge).
+    exclude : (n_slow, n_fast) ndarray or sequence of them, optional
+        Pixels that are neither signal nor background where nonzero
+        (masked pixels, other spots' labels), grown by ``grow`` pixels (a
+        spot's faint edge).
     radius : float
         Disc radius, pixels.
     window : int
@@ -183,7 +184,11 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
     win = _windows(image, rows, cols, window).astype(np.float64)
     ok = np.isfinite(win)
     if exclude is not None:
-        ok &= ~_grown(_windows(np.asarray(exclude, bool), rows, cols, window + grow), grow)
+        arrays = [exclude] if isinstance(exclude, np.ndarray) else [a for a in exclude if a is not None]
+        left_out = np.zeros((m, 2 * (window + grow) + 1, 2 * (window + grow) + 1), bool)
+        for a in arrays:  # only the windows are read: no full-size mask is made
+            left_out |= _windows(a, rows, cols, window + grow) != 0
+        ok &= ~_grown(left_out, grow)
     k = np.arange(-window, window + 1)
     px = (cols[:, None] + 0.5 + k[None, :])[:, None, :]  # (m, 1, side)
     py = (rows[:, None] + 0.5 + k[None, :])[:, :, None]  # (m, side, 1)
@@ -309,8 +314,10 @@ def lattice_spot_search(
         The spots found so far (``x``, ``y``, ``d``, ``sigma_radial``,
         ``sigma_azimuthal``).
     geometry : DetectorGeometry
-    exclude : (n_slow, n_fast) bool ndarray, optional
-        Masked pixels and pixels of spots found.
+    exclude : (n_slow, n_fast) ndarray or sequence of them, optional
+        Where nonzero, pixels neither signal nor background: e.g. ``(labels,
+        pixel_mask)`` of the spots found and the masked pixels (see
+        :func:`aperture_significance`).
     reference : (n,) bool array_like, optional
         The spots to index from (default: all).
     thresholds : sequence of float

@@ -68,9 +68,7 @@ def spot_significance(labels, image, table, *, pixel_mask=None, window: int = 25
     if n == 0:
         return background, snr
     ny, nx = labels.shape
-    bad = labels > 0
-    if pixel_mask is not None:
-        bad = bad | (np.asarray(pixel_mask) != 0)
+    pixel_mask = None if pixel_mask is None else np.asarray(pixel_mask)
     half = window // 2
     ys, xs = pixel_index(table.fast_slow(), labels.shape)
     size = np.asarray(table["size"], dtype=np.float64)
@@ -79,7 +77,9 @@ def spot_significance(labels, image, table, *, pixel_mask=None, window: int = 25
         y0, y1 = max(ys[k] - half, 0), min(ys[k] + half + 1, ny)
         x0, x1 = max(xs[k] - half, 0), min(xs[k] + half + 1, nx)
         win = np.asarray(image[y0:y1, x0:x1], dtype=np.float64)
-        ok = ~bad[y0:y1, x0:x1] & np.isfinite(win)
+        ok = (labels[y0:y1, x0:x1] == 0) & np.isfinite(win)  # window by window: no full-size mask is made
+        if pixel_mask is not None:
+            ok &= pixel_mask[y0:y1, x0:x1] == 0
         if ok.sum() < 8:
             continue
         vals = win[ok]

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["SpotTable", "spot_table"]
+__all__ = ["SpotTable", "spot_table", "spot_table_from_pixels"]
 
 COLUMNS = ("x", "y", "intensity", "background", "size", "peak", "d", "sigma_radial", "sigma_azimuthal")
 
@@ -110,12 +110,37 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
     if labels.shape != image.shape:
         raise ValueError(f"labels shape {labels.shape} does not match image shape {image.shape}")
     sel = labels > 0
-    lab = labels[sel].astype(np.int64)
+    slow_i, fast_i = np.nonzero(sel)
+    bg = None if background is None else np.asarray(background, dtype=np.float64)[sel]
+    return spot_table_from_pixels(labels[sel], slow_i, fast_i, image[sel], geometry=geometry, background=bg)
+
+
+def spot_table_from_pixels(label, slow, fast, values, *, geometry=None, background=None) -> SpotTable:
+    """Measure spots given as lists of their pixels (what :func:`spot_table` measures on a label image).
+
+    Parameters
+    ----------
+    label : (k,) int array_like
+        Spot number (1..n) of each pixel.
+    slow, fast : (k,) int array_like
+        Row and column of each pixel.
+    values : (k,) array_like
+        Raw counts of each pixel.
+    geometry : DetectorGeometry, optional
+    background : (k,) array_like, optional
+        Local background of each pixel.
+
+    Returns
+    -------
+    table : SpotTable
+        Rows ordered by spot number; numbers with no pixels are skipped.
+    """
+    lab = np.asarray(label).astype(np.int64)
     empty = SpotTable({k: np.zeros(0, dtype=np.int64 if k == "size" else np.float64) for k in COLUMNS})
     if lab.size == 0:
         return empty
-    slow_i, fast_i = np.nonzero(sel)
-    val = image[sel].astype(np.float64)
+    slow_i, fast_i = np.asarray(slow), np.asarray(fast)
+    val = np.asarray(values).astype(np.float64)
     n = int(lab.max()) + 1
     size = np.bincount(lab, minlength=n)
     present = np.flatnonzero(size)
@@ -134,7 +159,7 @@ def spot_table(labels, image, *, geometry=None, background=None) -> SpotTable:
     peak = np.full(n, -np.inf)
     np.maximum.at(peak, lab, np.nan_to_num(val, nan=-np.inf))
     if background is not None:
-        bg = np.bincount(lab, weights=np.asarray(background, dtype=np.float64)[sel], minlength=n)
+        bg = np.bincount(lab, weights=np.asarray(background, dtype=np.float64), minlength=n)
     else:
         bg = np.full(n, np.nan)
     if geometry is not None:
