@@ -131,7 +131,7 @@ def aperture_significance(image, positions, geometry, *, exclude=None, radius: f
         ``(fast, slow)``, corner convention.
     geometry : DetectorGeometry
         Its beam centre.
-    exclude : (n_slow, n_fast) ndarray or sequence of them, optional
+    exclude : (n_slow, n_fast) array_like, or a tuple of them, optional
         Pixels that are neither signal nor background where nonzero
         (masked pixels, other spots' labels), grown by ``grow`` pixels (a
         spot's faint edge).
@@ -184,7 +184,8 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
     win = _windows(image, rows, cols, window).astype(np.float64)
     ok = np.isfinite(win)
     if exclude is not None:
-        arrays = [exclude] if isinstance(exclude, np.ndarray) else [a for a in exclude if a is not None]
+        arrays = [np.asarray(a) for a in (exclude if isinstance(exclude, (tuple, list)) else [exclude])
+                  if a is not None]
         left_out = np.zeros((m, 2 * (window + grow) + 1, 2 * (window + grow) + 1), bool)
         for a in arrays:  # only the windows are read: no full-size mask is made
             left_out |= _windows(a, rows, cols, window + grow) != 0
@@ -314,7 +315,7 @@ def lattice_spot_search(
         The spots found so far (``x``, ``y``, ``d``, ``sigma_radial``,
         ``sigma_azimuthal``).
     geometry : DetectorGeometry
-    exclude : (n_slow, n_fast) ndarray or sequence of them, optional
+    exclude : (n_slow, n_fast) array_like, or a tuple of them, optional
         Where nonzero, pixels neither signal nor background: e.g. ``(labels,
         pixel_mask)`` of the spots found and the masked pixels (see
         :func:`aperture_significance`).
