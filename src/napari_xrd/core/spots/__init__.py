@@ -197,9 +197,9 @@ def find_spots(
         (:func:`~napari_xrd.core.spots.ice.refine_ice_probability`); on
         other frames none.  The spots of the lattice search
         (``lattice_search``) are neither judged nor learnt from: its own
-        test weighed them against the grains at their resolution.  "filter": drop spots on
-        every ice ring, a fixed ``ice_ring_width``, like ``dials.find_spots
-        filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
+        test weighed them against the grains at their resolution.
+        "filter": drop spots on every ice ring, a fixed ``ice_ring_width``,
+        like ``dials.find_spots filter.ice_rings.filter=True``.  "keep": drop nothing but flag the
         spots that "auto" would drop.
     ice_ring_width : float
         Full width of an ice ring in ``1/d²`` (Å⁻²) for "filter".
@@ -418,22 +418,20 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
 def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr):
     """Labels and table with the spots found where the frame's lattice predicts them (``predicted`` True).
 
-    ``labels`` is written in place (it is find_spots' own); nothing full-size is made.
+    ``labels`` (spots 1..n, the table's rows, as :func:`_keep_spots` takes them) is written in place (it is
+    find_spots' own); nothing full-size is made.
     """
+    from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN
     from napari_xrd.core.spots.ice import ice_line_distance
     from napari_xrd.core.spots.lattice_search import lattice_spot_search
     from napari_xrd.core.spots.table import spot_table_from_pixels
 
     off = ice_line_distance(table["d"])
-    found = lattice_spot_search(image, table, geometry, exclude=(labels, pixel_mask), reference=~(off < 0.012))
+    found = lattice_spot_search(image, table, geometry, exclude=(labels, pixel_mask),
+                                reference=~(off < ICE_GRAIN_MARGIN))
     if found is None or not len(found.positions):
         return labels, table
     n_found = len(table)
-    if int(labels.max()) != n_found:  # numbers without pixels: renumber 1..n, the table's rows (rare; full-size)
-        present = np.unique(labels[labels > 0])
-        relabel = np.zeros(int(labels.max()) + 1, dtype=labels.dtype)
-        relabel[present] = np.arange(1, len(present) + 1)
-        labels[...] = relabel[labels]
     parts = []
     for pixels in found.pixels:
         rows, cols = pixels[:, 0], pixels[:, 1]

@@ -19,7 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["lattice_membership", "frame_lattice", "FrameLattice"]
+__all__ = ["lattice_membership", "frame_lattice", "FrameLattice", "turned_about_beam"]
 
 
 class FrameLattice(NamedTuple):
@@ -32,13 +32,10 @@ class FrameLattice(NamedTuple):
     phase : (3,) ndarray
         Offsets of the lattice coordinates ``basis @ r`` from integers (a
         beam centre a little off translates the lattice).
-    used : (k,) int ndarray
-        Which spots (indices into the positions given) it was indexed from.
     """
 
     basis: np.ndarray
     phase: np.ndarray
-    used: np.ndarray
 
     def coordinates(self, r) -> np.ndarray:
         """Lattice coordinates ``basis @ r - phase`` of scattering vectors ``r`` (n, 3): shape (3, n)."""
@@ -94,7 +91,7 @@ def frame_lattice(
     basis, _, _ = index_reciprocal_lattice(r, tolerance=tolerance)
     if basis is None:
         return None
-    return FrameLattice(basis, np.angle(_transform(basis, r)) / (2 * np.pi), used)
+    return FrameLattice(basis, np.angle(_transform(basis, r)) / (2 * np.pi))
 
 
 def turned_about_beam(positions, beam_center, rng) -> np.ndarray:

@@ -40,7 +40,10 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["predict_still_spots", "aperture_significance", "lattice_spot_search", "LatticeSearch"]
+from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN
+
+__all__ = ["predict_still_spots", "aperture_significance", "lattice_spot_search", "LatticeSearch",
+           "excitation_error", "poisson_z"]
 
 
 def excitation_error(r, wavelength: float) -> np.ndarray:
@@ -300,7 +303,7 @@ def lattice_spot_search(
     radius: float | None = None,
     min_gap: float = 3.0,
     min_offset: float = 0.75,
-    ice_margin: float = 0.012,
+    ice_margin: float = ICE_GRAIN_MARGIN,
     n_shuffles: int = 6,
     max_tests: int = 4000,
     seed: int = 0,
@@ -335,7 +338,7 @@ def lattice_spot_search(
         half of it and 0.5 px more are tried too.
     ice_margin : float
         Predictions within this (Å⁻¹, in 1/d) of an ice line form the zone
-        judged apart.
+        judged apart (default: where the ice rule looks for grains).
     n_shuffles : int
         Random turns of the predictions about the beam for the chance rate.
     max_tests : int
