@@ -175,3 +175,35 @@ def test_narrow_spots_are_not_binned_and_bad_mode_is_refused():
     np.testing.assert_array_equal(auto.labels, off.labels)
     with pytest.raises(ValueError, match="large_spots"):
         find_spots(image, method="unet", large_spots="maybe")
+
+
+def test_new_binned_spots_are_those_clear_of_the_first_pass_pixels(monkeypatch):
+    """Against the whole-frame reference: binned spots touching a found pixel or a 4-neighbour are not new."""
+    from scipy import ndimage
+
+    import napari_xrd.core.spots.inference as inference
+    from napari_xrd.core.spots.coarse import coarse_spot_mask
+
+    rng = np.random.default_rng(3)
+    shape = (101, 99)  # odd: the last row and column lie outside every bin
+    image = rng.poisson(3.0, shape).astype(np.float32)
+    image[rng.random(shape) < 0.01] = np.nan
+    image[rng.random(shape) < 0.01] = -1.0
+    pixel_mask = (rng.random(shape) < 0.02).astype(np.uint32)
+    found = rng.random(shape) < 0.004
+    found[0, :3] = found[-1, -1] = found[50, 0] = True  # edges and the unbinned last row/column
+    binned_prob = ndimage.gaussian_filter(rng.random((50, 49)), 1.0)
+    binned_prob = (binned_prob > np.quantile(binned_prob, 0.7)).astype(np.float32)
+    monkeypatch.setattr(inference, "predict_spot_probability", lambda *a, **k: binned_prob)
+    valid = np.isfinite(image) & (image >= 0) & (pixel_mask == 0)
+    binned = (*bin_frame(image, valid, 2), None)
+    got = coarse_spot_mask(image, found, pixel_mask=pixel_mask, binned=binned)
+    labels, n = ndimage.label(binned_prob > 0.5)
+    assert n >= 5
+    full = np.zeros(shape, np.int32)
+    full[:100, :98] = np.repeat(np.repeat(labels, 2, 0), 2, 1)
+    new = np.ones(n + 1, bool)
+    new[0] = False
+    new[np.unique(full[ndimage.binary_dilation(found) & (full > 0)])] = False
+    assert 0 < new.sum() < n  # some binned spots are new, some touch the first pass
+    np.testing.assert_array_equal(got, new[full] & valid)

@@ -103,6 +103,29 @@ def test_aperture_test_follows_a_ring_and_sees_a_spot():
     assert len(pixels[0]) >= 3
 
 
+
+def test_aperture_figures_depend_on_each_position_alone():
+    """Chunks, threads and the pixel lists change nothing: a position's figures come from its own window."""
+    rng = np.random.default_rng(4)
+    geom = _geometry()
+    image = rng.poisson(2.0, geom.shape).astype(np.float64)
+    labels = np.zeros(geom.shape, np.int32)
+    labels[rng.integers(0, 1024, 300), rng.integers(0, 1024, 300)] = 1  # "spots" to leave out
+    mask = np.asfortranarray((rng.random(geom.shape) < 0.001).astype(np.uint32))  # not C-ordered: read as is
+    positions = rng.uniform(-5, 1030, (700, 2))  # some too near the edges: NaN
+    whole = aperture_significance(image, positions, geom, exclude=(labels, mask), radius=2.5)
+    assert 0 < np.isnan(whole[0]).sum() < 100
+    part = aperture_significance(image, positions[::3], geom, exclude=(labels, np.ascontiguousarray(mask)),
+                                 radius=2.5, chunk=37, workers=2, with_pixels=False)
+    for a, b in zip(whole[:3], part[:3]):
+        np.testing.assert_array_equal(a[::3], b)
+    assert part[3] is None
+    assert all(len(p) == 0 or (p.ndim == 2 and p.shape[1] == 2) for p in whole[3])
+    # the exclusion is read: without it the figures differ somewhere
+    free = aperture_significance(image, positions, geom, radius=2.5, with_pixels=False)
+    assert not np.array_equal(free[1], whole[1], equal_nan=True)
+
+
 def _small_still():
     """A 1024² still of a crystal to 1.1 Å on a flat-panel detector: many weak spots."""
     return random_still(2, detector="arbitrary", shape=(1024, 1024), anomalies=["ice_ring"], style="realistic")

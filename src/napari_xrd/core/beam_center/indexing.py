@@ -91,6 +91,8 @@ def index_reciprocal_lattice(
         ``m = round(basis @ r - φ)``.
     indexed : (n,) bool ndarray
     """
+    from scipy import fft
+
     r = np.asarray(r, float)
     n = len(r)
     if n < 10:
@@ -108,21 +110,25 @@ def index_reciprocal_lattice(
         x = r @ d.T  # (n, m)
         idx = np.floor((x + r_max) / bw).astype(np.int64) + np.arange(d.shape[0])[None, :] * n_bins
         h = np.bincount(idx.ravel(), minlength=d.shape[0] * n_bins).reshape(d.shape[0], n_bins)
-        amp = np.abs(np.fft.rfft(h.astype(np.float32), axis=1))[:, lo_k:hi_k]
+        amp = np.abs(fft.rfft(h.astype(np.float32), axis=1))[:, lo_k:hi_k]
         # the fundamental: the shortest length whose peak is near the best one
         top = amp.max(axis=1)
         first = np.argmax(amp >= 0.8 * top[:, None], axis=1)
         best_amp[s : s + d.shape[0]] = amp[np.arange(d.shape[0]), first]
         best_len[s : s + d.shape[0]] = (first + lo_k) / (n_bins * bw)
     order = np.argsort(best_amp)[::-1]
-    cands = []
-    for i in order[: 40 * n_candidates]:
-        a = dirs[i] * best_len[i]
-        if any(_parallel(a, c) for c in cands):
+    # the strongest directions, each kept unless parallel to one kept before it
+    top = dirs[order[: 40 * n_candidates]] * best_len[order[: 40 * n_candidates], None]
+    unit = top / np.linalg.norm(top, axis=1)[:, None]
+    parallel = np.abs(unit @ unit.T) > _COS_PARALLEL
+    kept = []
+    for i in range(len(top)):
+        if kept and parallel[i, kept].any():
             continue
-        cands.append(a)
-        if len(cands) >= 2 * n_candidates:
+        kept.append(i)
+        if len(kept) >= 2 * n_candidates:
             break
+    cands = list(top[kept])
     refined = []
     for a in cands:
         a, q = _refine_vector(a, r, tolerance)
@@ -132,7 +138,7 @@ def index_reciprocal_lattice(
         if np.ptp(r @ a) < 2.0:
             continue
         if q > 0.25 and min_cell * 0.8 <= np.linalg.norm(a) <= max_cell * 1.2:
-            if not any(_parallel(a, c[0]) for c in refined):
+            if not _parallel_to_any(a, [c for c, _ in refined]):
                 refined.append((a, q))
     refined = sorted(refined, key=lambda t: -t[1])[:n_candidates]
     if len(refined) < 3:
@@ -184,10 +190,15 @@ def _refine_basis(basis, r, tolerance, rounds=3):
     return basis
 
 
-def _parallel(a, b, cos_min=0.9995):
-    """Same direction (or opposite) and similar length, or one a multiple of the other."""
-    c = abs(float(a @ b)) / (np.linalg.norm(a) * np.linalg.norm(b))
-    return c > cos_min
+_COS_PARALLEL = 0.9995
+
+
+def _parallel_to_any(a, vectors, cos_min=_COS_PARALLEL) -> bool:
+    """Whether ``a`` has the direction (or the opposite) of a row of ``vectors``: a multiple of it, or nearly."""
+    if not len(vectors):
+        return False
+    v = np.asarray(vectors, float)
+    return bool(np.any(np.abs(v @ a) / (np.linalg.norm(v, axis=1) * np.linalg.norm(a)) > cos_min))
 
 
 def cell_parameters(basis):

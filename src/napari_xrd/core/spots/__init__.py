@@ -344,7 +344,7 @@ def find_spots(
         table["predicted"] = np.zeros(len(table), dtype=bool)
         if lattice_search == "auto" and geometry is not None and len(table):
             labels, table = _lattice_search(labels, table, image, geometry=geometry, pixel_mask=pixel_mask,
-                                            min_snr=min_snr)
+                                            min_snr=min_snr, workers=2 if _two_cores(threads) else 1)
         if geometry is None:
             on_ice, p_ice = np.zeros(len(table), dtype=bool), np.zeros(len(table))
         else:
@@ -415,7 +415,7 @@ def _second_looks(labels, table, image, probability, background, *, geometry, pi
     return labels, table
 
 
-def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr):
+def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr, workers=1):
     """Labels and table with the spots found where the frame's lattice predicts them (``predicted`` True).
 
     ``labels`` (spots 1..n, the table's rows, as :func:`_keep_spots` takes them) is written in place (it is
@@ -428,7 +428,7 @@ def _lattice_search(labels, table, image, *, geometry, pixel_mask, min_snr):
 
     off = ice_line_distance(table["d"])
     found = lattice_spot_search(image, table, geometry, exclude=(labels, pixel_mask),
-                                reference=~(off < ICE_GRAIN_MARGIN))
+                                reference=~(off < ICE_GRAIN_MARGIN), workers=workers)
     if found is None or not len(found.positions):
         return labels, table
     n_found = len(table)

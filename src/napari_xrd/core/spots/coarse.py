@@ -180,7 +180,6 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     from napari_xrd.core.spots.inference import predict_spot_probability
 
     image = np.asarray(image)
-    valid = valid_pixels(pixel_mask, image=image)
     if binned is None:
         binned = binned_input(image, pixel_mask=pixel_mask, geometry=geometry, factor=factor,
                               ring_background=predict_options.get("ring_background", "auto"))
@@ -192,12 +191,17 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     out = np.zeros(image.shape, dtype=bool)
     if n == 0:
         return out
-    full = np.zeros(image.shape, dtype=np.int32)
-    full[: labels.shape[0] * factor, : labels.shape[1] * factor] = np.repeat(np.repeat(labels, factor, 0), factor, 1)
-    near = ndimage.binary_dilation(np.asarray(found, dtype=bool))
+    # a binned spot is new unless it covers a pixel of ``found`` or a 4-neighbour of one (found's pixels only:
+    # nothing full-size is dilated)
     new = np.ones(n + 1, dtype=bool)
     new[0] = False
-    new[np.unique(full[near & (full > 0)])] = False
+    rows, cols = np.nonzero(np.asarray(found, dtype=bool))
+    height, width = labels.shape[0] * factor, labels.shape[1] * factor
+    for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
+        r, c = rows + dr, cols + dc
+        inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
+        new[labels[r[inside] // factor, c[inside] // factor]] = False
+    new[0] = False
     if ice_line_margin is not None and geometry is not None:
         from napari_xrd.core.spots.ice import ice_line_distance
 
@@ -206,4 +210,13 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
         slow, fast = (np.asarray(c, float) for c in zip(*ndimage.center_of_mass(binned, labels, index)))
         d = np.atleast_1d(geometry.resolution_at((fast + 0.5) * factor, (slow + 0.5) * factor))
         new[1:] &= ~(ice_line_distance(d) < ice_line_margin)
-    return new[full] & valid
+    # the new spots' full-resolution pixels, the valid ones (finite, not negative, unmasked)
+    b_rows, b_cols = np.nonzero(new[labels])
+    rows = (b_rows[:, None] * factor + np.repeat(np.arange(factor), factor)[None, :]).ravel()
+    cols = (b_cols[:, None] * factor + np.tile(np.arange(factor), factor)[None, :]).ravel()
+    values = image[rows, cols]
+    ok = np.isfinite(values) & (values >= 0)
+    if pixel_mask is not None:
+        ok &= np.asarray(pixel_mask)[rows, cols] == 0
+    out[rows[ok], cols[ok]] = True
+    return out

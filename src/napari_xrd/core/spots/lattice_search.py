@@ -88,13 +88,22 @@ def predict_still_spots(lattice, geometry, *, max_excitation: float, d_min: floa
     return xy[inside], hkl[inside]
 
 
-def _windows(array, rows, cols, half: int):
-    """``array``'s squares of side ``2 half + 1`` about (rows, cols): shape (m, side, side); edges repeated."""
-    n_slow, n_fast = array.shape
+def _window_index(rows, cols, half: int, shape):
+    """Flat indices of the squares of side ``2 half + 1`` about (rows, cols): (m, side, side); edges repeated."""
+    n_slow, n_fast = shape
     k = np.arange(-half, half + 1)
     r = np.clip(rows[:, None] + k[None, :], 0, n_slow - 1)
     c = np.clip(cols[:, None] + k[None, :], 0, n_fast - 1)
-    return array[r[:, :, None], c[:, None, :]]
+    return r[:, :, None] * n_fast + c[:, None, :]
+
+
+def _take(array, flat):
+    """``array``'s values at flat indices (a C-contiguous array is read without a copy)."""
+    array = np.asarray(array)
+    if array.flags.c_contiguous:
+        return array.reshape(-1).take(flat)
+    n_fast = array.shape[1]
+    return array[flat // n_fast, flat % n_fast]
 
 
 def _grown(masks, grow: int):
@@ -110,8 +119,18 @@ def _grown(masks, grow: int):
     return out[:, grow:out.shape[1] - grow, grow:out.shape[2] - grow] if grow else out
 
 
+def _band_sums(values, lo, hi):
+    """``values[lo:hi].sum()`` for each pair (0 where ``lo == hi``), each range summed on its own."""
+    if not len(lo):
+        return np.zeros(0)
+    ends = np.column_stack([lo, hi]).ravel()
+    sums = np.add.reduceat(np.append(values, 0.0), ends)[::2]
+    return np.where(hi > lo, sums, 0.0)
+
+
 def aperture_significance(image, positions, geometry, *, exclude=None, radius: float = 2.0, window: int = 12,
-                          band: float = 0.25, grow: int = 2, chunk: int = 512):
+                          band: float = 0.25, grow: int = 2, chunk: int = 512, with_pixels: bool = True,
+                          workers: int = 1):
     """Net counts in a disc about each position and their significance over the background around it.
 
     The background of each disc pixel is the mean of the pixels of the
@@ -123,8 +142,9 @@ def aperture_significance(image, positions, geometry, *, exclude=None, radius: f
     have the variance of the background, Poisson, or the read noise where
     that is larger (from neighbouring background pixels' differences, which
     a ring's slope hardly inflates); their significance is
-    :func:`poisson_z`.  All positions are handled together, ``chunk`` at a
-    time (NumPy on stacked windows).
+    :func:`poisson_z`.  Positions are handled ``chunk`` at a time (NumPy on
+    stacked windows); each one's figures depend on its own window only, not
+    on the positions tested with it.
 
     Parameters
     ----------
@@ -150,6 +170,12 @@ def aperture_significance(image, positions, geometry, *, exclude=None, radius: f
         Pixels by which ``exclude`` is grown.
     chunk : int
         Positions per stack of windows (memory: about 10 kB per position).
+    with_pixels : bool
+        Also list each disc's pixels above their background (else
+        ``pixels`` is None).
+    workers : int
+        Threads that test chunks side by side (NumPy releases the
+        interpreter lock in its loops); the figures are the same.
 
     Returns
     -------
@@ -161,22 +187,34 @@ def aperture_significance(image, positions, geometry, *, exclude=None, radius: f
     offset : (m,) ndarray
         Distance (pixels) of the centroid of the disc's counts above their
         background from the position.
-    pixels : list of (k, 2) int ndarrays
+    pixels : list of (k, 2) int ndarrays, or None
         ``(row, col)`` of each disc's valid pixels above their background.
     """
     image = np.asarray(image)
     xy = np.asarray(positions, float).reshape(-1, 2)
     m = len(xy)
     net, var, offset = np.full(m, np.nan), np.full(m, np.nan), np.full(m, np.nan)
-    pixels = [np.zeros((0, 2), int)] * m
+    pixels = [np.zeros((0, 2), int)] * m if with_pixels else None
     n_slow, n_fast = image.shape
     cols, rows = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
     inside = (rows >= window) & (cols >= window) & (rows < n_slow - window) & (cols < n_fast - window)
     todo = np.flatnonzero(inside & np.all(np.isfinite(xy), axis=1))
-    for start in range(0, len(todo), chunk):
-        idx = todo[start:start + chunk]
-        _aperture_chunk(image, xy[idx], rows[idx], cols[idx], geometry, exclude, radius, window, band, grow,
+    arrays = [] if exclude is None else [np.asarray(a) for a in (
+        exclude if isinstance(exclude, (tuple, list)) else [exclude]) if a is not None]
+
+    def run(idx):  # writes its own positions' entries only
+        _aperture_chunk(image, xy[idx], rows[idx], cols[idx], geometry, arrays, radius, window, band, grow,
                         idx, net, var, offset, pixels)
+
+    parts = [todo[start:start + chunk] for start in range(0, len(todo), chunk)]
+    if workers > 1 and len(parts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(int(workers), len(parts))) as pool:
+            list(pool.map(run, parts))
+    else:
+        for idx in parts:
+            run(idx)
     return poisson_z(net, var), net, offset, pixels
 
 
@@ -184,23 +222,25 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
                     pixels):
     """:func:`aperture_significance` on stacked windows; writes into ``net``, ``var``, ``offset``, ``pixels``."""
     m = len(xy)
-    win = _windows(image, rows, cols, window).astype(np.float64)
+    flat = _window_index(rows, cols, window + grow, image.shape)  # the window grown: exclusions reach in
+    inner = (slice(None), slice(grow, grow + 2 * window + 1), slice(grow, grow + 2 * window + 1))
+    win = _take(image, flat[inner]).astype(np.float64)
     ok = np.isfinite(win)
-    if exclude is not None:
-        arrays = [np.asarray(a) for a in (exclude if isinstance(exclude, (tuple, list)) else [exclude])
-                  if a is not None]
-        left_out = np.zeros((m, 2 * (window + grow) + 1, 2 * (window + grow) + 1), bool)
-        for a in arrays:  # only the windows are read: no full-size mask is made
-            left_out |= _windows(a, rows, cols, window + grow) != 0
+    if exclude:
+        left_out = np.zeros(flat.shape, bool)
+        for a in exclude:  # only the windows are read: no full-size mask is made
+            left_out |= _take(a, flat) != 0
         ok &= ~_grown(left_out, grow)
     k = np.arange(-window, window + 1)
-    px = (cols[:, None] + 0.5 + k[None, :])[:, None, :]  # (m, 1, side)
-    py = (rows[:, None] + 0.5 + k[None, :])[:, :, None]  # (m, side, 1)
     x, y = xy[:, 0][:, None, None], xy[:, 1][:, None, None]
-    rho = np.hypot(px - x, py - y)
+    dx2 = ((cols[:, None] + 0.5 + k[None, :])[:, None, :] - x) ** 2  # (m, 1, side)
+    dy2 = ((rows[:, None] + 0.5 + k[None, :])[:, :, None] - y) ** 2  # (m, side, 1)
+    rho = np.sqrt(dx2 + dy2)
     bx, by = geometry.beam_center
     # distance from the beam relative to the position's (a ring bends across the window)
-    radial = np.hypot(px - bx, py - by) - np.hypot(x - bx, y - by)
+    bx2 = ((cols[:, None] + 0.5 + k[None, :])[:, None, :] - bx) ** 2
+    by2 = ((rows[:, None] + 0.5 + k[None, :])[:, :, None] - by) ** 2
+    radial = np.sqrt(bx2 + by2) - np.hypot(x - bx, y - by)
     disc = ok & (rho <= radius)
     back = ok & (rho > radius + 2.0)
     n_back = back.sum(axis=(1, 2))
@@ -229,13 +269,12 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
     key = w_b * span + d_b
     order = np.argsort(key, kind="stable")
     key, v_k, in_k = key[order], v_b[order], inlier[order]
-    cum_v = np.concatenate([[0.0], np.cumsum(np.where(in_k, v_k, 0.0))])
     cum_n = np.concatenate([[0], np.cumsum(in_k)])
     w_d, r_d = np.nonzero(disc.reshape(m, -1))
     u = w_d * span + radial.reshape(m, -1)[w_d, r_d]
     lo, hi = np.searchsorted(key, u - band, side="left"), np.searchsorted(key, u + band, side="right")
     count = cum_n[hi] - cum_n[lo]
-    bg = (cum_v[hi] - cum_v[lo]) / np.maximum(count, 1)
+    bg = _band_sums(np.where(in_k, v_k, 0.0), lo, hi) / np.maximum(count, 1)
     excess = win.reshape(m, -1)[w_d, r_d] - bg
     noise = np.maximum(np.maximum(bg, spread[w_d]), 1.0 / np.maximum(n_back[w_d], 1))
     good = (np.bincount(w_d, weights=count < 5, minlength=m) == 0) & (disc.sum(axis=(1, 2)) >= 3) & (n_back >= 20)
@@ -252,6 +291,8 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
         ox = np.bincount(w_d, weights=wt * fx, minlength=m) / total
         oy = np.bincount(w_d, weights=wt * fy, minlength=m) / total
     offset[idx] = np.where(good & (total > 0), np.hypot(ox, oy), np.nan)
+    if pixels is None:
+        return
     rr = rows[w_d] + r_d // side - window
     cc = cols[w_d] + r_d % side - window
     cut = np.searchsorted(w_d[above], np.arange(1, m))
@@ -307,6 +348,7 @@ def lattice_spot_search(
     n_shuffles: int = 6,
     max_tests: int = 4000,
     seed: int = 0,
+    workers: int = 1,
 ):
     """Spots at the positions a still's lattice predicts that ``table`` does not hold.
 
@@ -346,6 +388,9 @@ def lattice_spot_search(
         tested (random choices): time stays bounded on dense patterns.
     seed : int
         Seed of the turns and of the reference subsample (reproducible).
+    workers : int
+        Threads for the aperture tests (:func:`aperture_significance`);
+        the result is the same.
 
     Returns
     -------
@@ -387,7 +432,8 @@ def lattice_spot_search(
         ext = ext[np.isfinite(ext)]
         radius = float(np.clip(1.5 * np.median(ext), 1.5, 4.0)) if len(ext) else 2.0
     max_offset = max(min_offset, 3.0 * residual)
-    snr, _, offset, pixels = aperture_significance(image, pred, geometry, exclude=exclude, radius=radius)
+    snr, _, offset, pixels = aperture_significance(image, pred, geometry, exclude=exclude, radius=radius,
+                                                   workers=workers)
     # chance: the predictions turned about the beam by random angles (same resolution, no lattice)
     turned = [turned_about_beam(pred, geometry.beam_center, rng) for _ in range(n_shuffles)]
     turned = np.concatenate(turned) if turned else np.zeros((0, 2))
@@ -395,7 +441,8 @@ def lattice_spot_search(
         turned = turned[cKDTree(found).query(turned)[0] >= min_gap]
     if len(turned) > max_tests:
         turned = turned[np.sort(rng.choice(len(turned), max_tests, replace=False))]
-    c_snr, _, c_offset, _ = aperture_significance(image, turned, geometry, exclude=exclude, radius=radius)
+    c_snr, _, c_offset, _ = aperture_significance(image, turned, geometry, exclude=exclude, radius=radius,
+                                                  with_pixels=False, workers=workers)
     # zones (near an ice line, or not) are judged apart: their chance rates differ
     zone, c_zone = _zone(pred, geometry, ice_margin), _zone(turned, geometry, ice_margin)
     add = np.zeros(len(pred), bool)
