@@ -91,6 +91,8 @@ def test_frame_background_uses_the_rings_only_with_a_good_centre():
     bg, info = frame_background(img, valid, g)
     assert info["rings_used"] and info["structure_opposite"] < info["structure_blocks"]
     assert bg.shape == img.shape and bg.dtype == np.float32
+    # the rings' background as "on" makes it (whose profile has no quadrants: equal to rounding)
+    np.testing.assert_allclose(bg, frame_background(img, valid, g, ring_background="on")[0], atol=1e-5)
     # a beam centre 1.3 mm off: the check refuses the profile, the blocks are used
     bg_off, info_off = frame_background(img, valid, g.replace(beam_center=(BEAM[0] + 6.0, BEAM[1] + 5.0)))
     assert not info_off["rings_used"]
@@ -142,3 +144,15 @@ def test_unet_finds_weak_spots_on_a_narrow_ring_only_with_the_profile():
         found[mode] = (int(hit_true.sum()), int((~hit_pred).sum()))
     assert found["auto"][0] >= 14 and found["auto"][1] <= 1
     assert found["off"][0] <= 4
+
+
+def test_block_medians_interpolated_at_some_rows_are_those_rows_of_the_whole():
+    from napari_xrd.core.spots.inference import _block_medians, _interpolated_blocks
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(70, 53)).astype(np.float32)
+    valid = rng.random(a.shape) > 0.1
+    med = _block_medians(a, valid)
+    whole = _interpolated_blocks(med, a.shape)
+    np.testing.assert_array_equal(whole, _block_median_background(a, valid))
+    np.testing.assert_array_equal(_interpolated_blocks(med, a.shape, rows=slice(1, None, 3)), whole[1::3])

@@ -68,6 +68,11 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     even count is the lower middle value.  Blocks without a valid pixel take
     the median of the other blocks.
     """
+    return _interpolated_blocks(_block_medians(a, valid, block), a.shape, block)
+
+
+def _block_medians(a, valid, block: int = _BLOCK) -> np.ndarray:
+    """(n_blocks_slow, n_blocks_fast) float32 medians of ``a``'s valid pixels per block (see above)."""
     ny, nx = a.shape
     by, bx = -(-ny // block), -(-nx // block)
     pad = np.full((by * block, bx * block), np.nan, dtype=np.float32)
@@ -78,16 +83,26 @@ def _block_median_background(a, valid, block: int = _BLOCK) -> np.ndarray:
     ranked.sort(axis=1)  # in place (a copy already); NaN (invalid) last: the valid values' median is at (n - 1) // 2
     med = ranked[np.arange(by * bx), np.maximum(n_valid - 1, 0) // 2]
     med[n_valid == 0] = np.median(med[n_valid > 0]) if (n_valid > 0).any() else 0.0
-    # bilinear between block centres ((k + 1/2) * block - 1/2 in pixel indices), constant beyond;
-    # gathers, not matrix products: no BLAS thread pool to fight torch's threads for the cores,
-    # and linear in the frame's size (a dense product costs n_slow · n_blocks · n_fast)
-    med = med.reshape(by, bx).astype(np.float32)
-    i0, i1, w = _interp_index(ny, by, block)
-    rows = med[i0] * (1 - w)[:, None] + med[i1] * w[:, None]
+    return med.reshape(by, bx).astype(np.float32)
+
+
+def _interpolated_blocks(med, shape, block: int = _BLOCK, rows=slice(None)) -> np.ndarray:
+    """Block medians interpolated at the pixels of ``rows`` (a slice) of a frame of ``shape``.
+
+    Bilinear between block centres ((k + 1/2) * block - 1/2 in pixel
+    indices), constant beyond; each row as in the whole frame's.  Gathers,
+    not matrix products: no BLAS thread pool to fight torch's threads for
+    the cores, and linear in the frame's size (a dense product costs
+    n_slow · n_blocks · n_fast).
+    """
+    ny, nx = shape
+    by, bx = med.shape
+    i0, i1, w = (x[rows] for x in _interp_index(ny, by, block))
+    values = med[i0] * (1 - w)[:, None] + med[i1] * w[:, None]
     j0, j1, v = _interp_index(nx, bx, block)
-    out = rows[:, j0]
+    out = values[:, j0]
     out *= 1 - v
-    second = rows[:, j1]
+    second = values[:, j1]
     second *= v
     out += second
     return out
@@ -234,18 +249,22 @@ def frame_background(image, valid, geometry=None, *, ring_background: str = "aut
         return rings, {"rings_used": True}
     profile, opposite = powder_ring_background(a, geometry, valid=valid, radius=radius, min_sd=1.0,
                                                with_opposite=True)
-    rings = _block_median_background(a - profile, valid)
-    rings += profile
-    blocks = _block_median_background(a, valid)
+    rings_med, blocks_med = _block_medians(a - profile, valid), _block_medians(a, valid)
     rows = slice(None, None, 2)  # every other row is enough to measure structure
-    a2, rings2, valid2 = a[rows], rings[rows], valid[rows]
-    info = {"structure_blocks": _structure(a2 - blocks[rows], valid2),
+    a2, valid2 = a[rows], valid[rows]
+    rings2 = _interpolated_blocks(rings_med, a.shape, rows=rows)
+    rings2 += profile[rows]
+    info = {"structure_blocks": _structure(a2 - _interpolated_blocks(blocks_med, a.shape, rows=rows), valid2),
             "structure_rings": _structure(a2 - rings2, valid2),
             # the check: the rings' background with the opposite quadrants' profile in place of the
             # frame's; a wrong beam centre shifts the rings opposite ways there
             "structure_opposite": _structure(a2 - rings2 + profile[rows] - opposite[rows], valid2)}
     info["rings_used"] = info["structure_opposite"] < info["structure_blocks"]
-    return (rings if info["rings_used"] else blocks), info
+    if not info["rings_used"]:  # the whole frame only for the background chosen
+        return _interpolated_blocks(blocks_med, a.shape), info
+    rings = _interpolated_blocks(rings_med, a.shape)
+    rings += profile
+    return rings, info
 
 
 _INFERENCE_COPIES = None
