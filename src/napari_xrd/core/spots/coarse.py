@@ -194,14 +194,13 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     # a binned spot is new unless it covers a pixel of ``found`` or a 4-neighbour of one (found's pixels only:
     # nothing full-size is dilated)
     new = np.ones(n + 1, dtype=bool)
-    new[0] = False
     rows, cols = np.nonzero(np.asarray(found, dtype=bool))
     height, width = labels.shape[0] * factor, labels.shape[1] * factor
     for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)):
         r, c = rows + dr, cols + dc
         inside = (r >= 0) & (r < height) & (c >= 0) & (c < width)
         new[labels[r[inside] // factor, c[inside] // factor]] = False
-    new[0] = False
+    new[0] = False  # background
     if ice_line_margin is not None and geometry is not None:
         from napari_xrd.core.spots.ice import ice_line_distance
 

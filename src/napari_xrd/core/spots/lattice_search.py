@@ -232,15 +232,13 @@ def _aperture_chunk(image, xy, rows, cols, geometry, exclude, radius, window, ba
             left_out |= _take(a, flat) != 0
         ok &= ~_grown(left_out, grow)
     k = np.arange(-window, window + 1)
+    px = (cols[:, None] + 0.5 + k[None, :])[:, None, :]  # (m, 1, side)
+    py = (rows[:, None] + 0.5 + k[None, :])[:, :, None]  # (m, side, 1)
     x, y = xy[:, 0][:, None, None], xy[:, 1][:, None, None]
-    dx2 = ((cols[:, None] + 0.5 + k[None, :])[:, None, :] - x) ** 2  # (m, 1, side)
-    dy2 = ((rows[:, None] + 0.5 + k[None, :])[:, :, None] - y) ** 2  # (m, side, 1)
-    rho = np.sqrt(dx2 + dy2)
+    rho = np.sqrt((px - x) ** 2 + (py - y) ** 2)  # squares on the (m, side) axes, one root on the windows
     bx, by = geometry.beam_center
     # distance from the beam relative to the position's (a ring bends across the window)
-    bx2 = ((cols[:, None] + 0.5 + k[None, :])[:, None, :] - bx) ** 2
-    by2 = ((rows[:, None] + 0.5 + k[None, :])[:, :, None] - by) ** 2
-    radial = np.sqrt(bx2 + by2) - np.hypot(x - bx, y - by)
+    radial = np.sqrt((px - bx) ** 2 + (py - by) ** 2) - np.hypot(x - bx, y - by)
     disc = ok & (rho <= radius)
     back = ok & (rho > radius + 2.0)
     n_back = back.sum(axis=(1, 2))
