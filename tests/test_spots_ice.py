@@ -305,3 +305,22 @@ def test_bragg_spots_crowding_an_ice_line_of_a_still_without_ice_are_kept():
     near = np.abs(1 / table["d"] - 1 / 3.897) < 0.006
     assert bragg[near].sum() >= 8  # the crowd the test is about
     assert np.mean(p[bragg] > 0.5) < 0.1
+
+
+def test_pixel_exposure_is_remembered_only_for_the_same_valid_pixels():
+    from napari_xrd.core.spots import ice
+
+    geom = DetectorGeometry(shape=(400, 400), pixel_size=0.172, distance=80.0, beam_center=(200.0, 200.0),
+                            wavelength=1.0)
+    edges = np.linspace(0.1, 0.6, 200)
+    mask = np.zeros(geom.shape, np.uint32)
+    first = ice._pixel_exposure(edges, geom, mask)
+    first[:] = -1  # the caller's copy: the remembered one is untouched
+    again = ice._pixel_exposure(edges, geom, mask)
+    assert again.min() >= 0
+    mask[:, :200] = 1  # changed in place: the same array, other valid pixels
+    half = ice._pixel_exposure(edges, geom, mask)
+    assert 0.4 * again.sum() < half.sum() < 0.6 * again.sum()
+    ice._EXPOSURES.clear()
+    np.testing.assert_array_equal(half, ice._pixel_exposure(edges, geom, mask))
+    np.testing.assert_array_equal(again, ice._pixel_exposure(edges, geom, np.zeros(geom.shape, np.uint32)))

@@ -151,17 +151,35 @@ def in_shells(d_spacing, shells) -> np.ndarray:
     return out
 
 
+#: recent exposures, by everything they depend on: geometry, stride, bin edges and the sampled pixels' validity
+#: (find_spots asks twice per frame, a sweep once per frame with the same detector)
+_EXPOSURES: dict = {}
+
+
 def _pixel_exposure(edges, geometry, pixel_mask, stride: int = 4):
     """Valid pixels per ``s`` bin (from every ``stride``-th pixel), or None without a geometry."""
+    import hashlib
+
     if geometry is None:
         return None
     n_slow, n_fast = geometry.shape
-    ss, fs = np.mgrid[0:n_slow:stride, 0:n_fast:stride]
+    ok = None
     if pixel_mask is not None and np.shape(pixel_mask) == (n_slow, n_fast):
         ok = np.asarray(pixel_mask)[::stride, ::stride] == 0
+    edges = np.asarray(edges, dtype=float)
+    key = (geometry, stride, edges.tobytes(),
+           None if ok is None else hashlib.blake2b(np.packbits(ok).tobytes(), digest_size=16).digest())
+    if key in _EXPOSURES:
+        return _EXPOSURES[key].copy()
+    ss, fs = np.mgrid[0:n_slow:stride, 0:n_fast:stride]
+    if ok is not None:
         ss, fs = ss[ok], fs[ok]
     s = _s(geometry.resolution_at(fs.ravel() + 0.5, ss.ravel() + 0.5))
-    return np.histogram(s[np.isfinite(s)], edges)[0].astype(float)
+    exposure = np.histogram(s[np.isfinite(s)], edges)[0].astype(float)
+    while len(_EXPOSURES) >= 8:
+        _EXPOSURES.pop(next(iter(_EXPOSURES)), None)
+    _EXPOSURES[key] = exposure.copy()
+    return exposure
 
 
 def _line_histogram(s, lines, geometry, pixel_mask, *, step, max_half_width, reference_half_width):
