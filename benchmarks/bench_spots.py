@@ -393,11 +393,12 @@ def speed(model: str):
     n_threads = torch.get_num_threads()
     print(f"(dispersion and peakfinder8 run on one core; U-Net with {n_threads} threads, and with 1 thread; "
           "5 rounds in which the finders take turns, each timed on its second run in a row. The times are each "
-          "finder's fastest, the ratios those of the fastest runs: on a shared machine, other jobs' memory traffic "
+          "finder's fastest, the ratios those of the fastest runs; bf16: precision='mixed': on a shared machine, other jobs' memory traffic "
           "slows the memory-bound dispersion more than the U-Net's convolutions, which flatters a typical "
           "ratio; each round's ratio is listed too)")
     print(f"{'detector':<10} {'pixels':>10} {'dispersion s':>13} {'U-Net s':>9} {'ratio':>6} "
-          f"{'U-Net 1 thr s':>14} {'ratio':>6} {'peakfinder8 s':>14}  ratio per round")
+          f"{'U-Net 1 thr s':>14} {'ratio':>6} {'U-Net bf16 s':>13} {'ratio':>6} {'peakfinder8 s':>14}  "
+          "ratio per round")
     out = {}
     for det in ("pilatus6m", "eiger16m"):
         still = random_still(example_rng(HELD_OUT_SEED + 500, 0), detector=det, shape=None, style="realistic")
@@ -407,20 +408,24 @@ def speed(model: str):
                "unet": lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model,
                                           device="cpu"),
                "unet_1": lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model,
-                                            device="cpu", threads=1)}
+                                            device="cpu", threads=1),
+               "unet_mixed": lambda: find_spots(img, method="unet", pixel_mask=pm, geometry=geom, model=model,
+                                                device="cpu", precision="mixed")}
         try:
             peakfinder8(img[:64, :64], pm[:64, :64], geom)
             fns["peakfinder8"] = lambda: peakfinder8(img, pm, geom)
         except ImportError:
             pass
         ts = _interleaved(fns)
-        td, tu, t1 = (float(np.min(ts[k])) for k in ("dispersion", "unet", "unet_1"))
+        td, tu, t1, tm = (float(np.min(ts[k])) for k in ("dispersion", "unet", "unet_1", "unet_mixed"))
         ratios = ts["unet"] / ts["dispersion"]
         tp = f"{np.min(ts['peakfinder8']):14.2f}" if "peakfinder8" in ts else f"{'n/a':>14}"
         out[det] = {"dispersion_s": td, "unet_s": tu, "ratio": tu / td, "unet_1_thread_s": t1,
-                    "ratio_1_thread": t1 / td, "ratios_per_round": [float(r) for r in ratios],
+                    "ratio_1_thread": t1 / td, "unet_mixed_s": tm, "ratio_mixed": tm / td,
+                    "ratios_per_round": [float(r) for r in ratios],
                     "times_s": {k: [float(x) for x in v] for k, v in ts.items()}}
-        print(f"{det:<10} {img.size:>10} {td:>13.2f} {tu:>9.2f} {tu / td:>6.2f} {t1:>14.2f} {t1 / td:>6.2f} {tp}  "
+        print(f"{det:<10} {img.size:>10} {td:>13.2f} {tu:>9.2f} {tu / td:>6.2f} {t1:>14.2f} {t1 / td:>6.2f} "
+              f"{tm:>13.2f} {tm / td:>6.2f} {tp}  "
               + " ".join(f"{r:.2f}" for r in ratios))
         if det == "eiger16m":
             rss = peak_rss(img, pm, model)

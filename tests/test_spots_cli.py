@@ -36,6 +36,10 @@ def test_spots_json_matches_python_function(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out) == []
     assert main(["spots", str(path), "--json", "--method", "dispersion", "--lattice-search", "off"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == expected.n_spots
+    # the U-Net in full precision, as the Python function gives it
+    assert main(["spots", str(path), "--json", "--method", "unet", "--precision", "float32"]) == 0
+    unet = find_spots(img, method="unet", precision="float32").table
+    assert [round(s["x"], 6) for s in json.loads(capsys.readouterr().out)] == [round(float(v), 6) for v in unet["x"]]
     # the fixed ice-ring filter needs the geometry, which a .npy file does not carry
     assert main(["spots", str(path), "--ice-rings", "filter", "--json"]) == 1
     assert "geometry" in capsys.readouterr().err

@@ -334,6 +334,25 @@ def test_threads_option_gives_the_same_probability_and_restores_torch():
     assert torch.get_num_threads() == before
 
 
+
+def test_precision_auto_is_float32_on_the_cpu_and_mixed_is_bf16(monkeypatch):
+    torch.manual_seed(0)
+    net = build_attention_unet(**TINY).eval()
+    img, pm, _ = synth_frame()
+    opts = dict(pixel_mask=pm, model=net, device="cpu", tile=64, margin=8)
+    full = predict_spot_probability(img, precision="float32", **opts)
+    np.testing.assert_array_equal(predict_spot_probability(img, precision="auto", **opts), full)
+    mixed = predict_spot_probability(img, precision="mixed", **opts)  # bf16 convolutions: close, not equal
+    assert 0.0 < np.abs(mixed - full).max() < 0.05
+    monkeypatch.setenv("NAPARI_XRD_PRECISION", "mixed")  # the environment says what "auto" is
+    np.testing.assert_array_equal(predict_spot_probability(img, precision="auto", **opts), mixed)
+    np.testing.assert_array_equal(predict_spot_probability(img, precision="float32", **opts), full)
+    with pytest.raises(ValueError, match="precision"):
+        predict_spot_probability(img, precision="half", **opts)
+    with pytest.raises(ValueError, match="precision"):
+        find_spots(img, method="dispersion", precision="half")
+
+
 def test_touching_spots_with_a_core_each_are_cut_apart():
     from napari_xrd.core.spots.dispersion import label_spots
     from napari_xrd.core.spots.split import split_touching_spots

@@ -38,6 +38,10 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda (U-Net)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads of the U-Net (default: one per core; 1 is steadier on a busy machine)")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed"], default="auto",
+                   help="U-Net arithmetic: auto = fp16 on CUDA, float32 on the CPU (default); mixed = bf16 on the CPU "
+                   "too (faster on CPUs with native bf16 instructions; the spots differ a little); float32 = full "
+                   "precision everywhere")
     p.add_argument("--ice-rings", choices=["auto", "filter", "keep"], default="auto",
                    help="spots on hexagonal-ice rings (needs the geometry): auto = on a frame with spotty ice, drop the "
                    "spots more likely ice grains than Bragg spots; nothing on other frames (default); "
@@ -243,6 +247,7 @@ def run(args) -> int:
         threshold=args.threshold,
         device=args.device,
         threads=args.threads,
+        precision=args.precision,
         ice_rings=args.ice_rings,
         beamstop_shadow=args.beamstop_shadow,
         min_spot_snr=args.min_spot_snr,

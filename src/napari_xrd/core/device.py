@@ -2,14 +2,20 @@
 
 ``select_device("auto")`` gives CUDA when a GPU is present, else the CPU.  The
 environment variable ``NAPARI_XRD_DEVICE`` overrides "auto" (e.g. ``cpu`` to
-keep a shared GPU free).  Mixed precision (fp16 autocast) is used on CUDA.
+keep a shared GPU free).  Inference runs in mixed precision on CUDA (fp16
+autocast) and in float32 on the CPU; ``precision="mixed"`` adds bf16 autocast
+on the CPU (fast on CPUs with native bf16 instructions, AVX512-BF16 or AMX),
+``precision="float32"`` keeps full precision everywhere, and
+``NAPARI_XRD_PRECISION`` sets what "auto" means.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["select_device", "autocast_context", "flush_denormals"]
+__all__ = ["select_device", "autocast_context", "PRECISIONS", "flush_denormals"]
+
+PRECISIONS = ("auto", "float32", "mixed")
 
 
 def select_device(device: str | None = "auto"):
@@ -40,14 +46,30 @@ def select_device(device: str | None = "auto"):
     return dev
 
 
-def autocast_context(device, enabled: bool = True):
-    """fp16 autocast on CUDA, a no-op context elsewhere."""
+def autocast_context(device, enabled: bool = True, *, precision: str | None = "auto"):
+    """Mixed-precision context for inference on ``device``.
+
+    ``precision`` "auto" (or None; ``$NAPARI_XRD_PRECISION`` where that is
+    set): fp16 autocast on CUDA, nothing elsewhere; "mixed": also bf16
+    autocast on the CPU (fast with native bf16 instructions, slower than
+    float32 without them); "float32": nothing anywhere.  A no-op when
+    ``enabled`` is False.
+    """
     import contextlib
 
     import torch
 
-    if enabled and getattr(device, "type", str(device)) == "cuda":
+    if precision in (None, "auto"):
+        precision = os.environ.get("NAPARI_XRD_PRECISION", "auto")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    kind = getattr(device, "type", str(device))
+    if not enabled or precision == "float32":
+        return contextlib.nullcontext()
+    if kind == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
+    if kind == "cpu" and precision == "mixed":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -140,6 +140,7 @@ def find_spots(
     device="auto",
     batch_size: int | None = None,
     threads: int | None = None,
+    precision: str = "auto",
     ice_rings: str = "auto",
     ice_ring_width: float = 0.002,
     beamstop_shadow: str = "auto",
@@ -184,6 +185,10 @@ def find_spots(
         Unless it is 1 (or the machine has one core), the U-Net's steps that
         need only the frame run in a second thread meanwhile
         (:mod:`~napari_xrd.core.spots.side_jobs`); the spots are the same.
+    precision : {"auto", "float32", "mixed"}
+        U-Net only: fp16 on CUDA and float32 on the CPU ("auto"), bf16 on
+        the CPU too ("mixed"), or float32 everywhere
+        (:func:`~napari_xrd.core.spots.inference.predict_spot_probability`).
     ice_rings : {"auto", "filter", "keep"}
         Spots on ice rings (needs ``geometry``; without it nothing is
         flagged or dropped, except that "filter" raises).  "auto": on a
@@ -276,6 +281,10 @@ def find_spots(
         lattice_search = "auto" if method == "unet" else "off"
     if lattice_search not in LATTICE_SEARCH_MODES:
         raise ValueError(f"unknown lattice_search {lattice_search!r}; use one of {', '.join(LATTICE_SEARCH_MODES)}")
+    from napari_xrd.core.device import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if ice_rings == "filter" and geometry is None:
         raise ValueError("ice_rings='filter' needs the detector geometry")
     image = _check_image(image, pixel_mask)
@@ -317,6 +326,7 @@ def find_spots(
                 device=device,
                 batch_size=batch_size,
                 threads=threads,
+                precision=precision,
                 geometry=geometry,
                 ring_background=ring_background,
                 progress=progress,
@@ -335,7 +345,7 @@ def find_spots(
                                           pixel_mask=pixel_mask, threshold=threshold, min_size=min_size,
                                           max_spot_size=max_spot_size,
                                           large_spots=large_spots, ice_context=ice_context, model=model,
-                                          device=device, batch_size=batch_size, threads=threads,
+                                          device=device, batch_size=batch_size, threads=threads, precision=precision,
                                           ring_background=ring_background, cancel=cancel, jobs=jobs)
         table["background"], table["snr"] = spot_significance(labels, image, table, pixel_mask=pixel_mask)
         min_snr = (UNET_MIN_SNR if method == "unet" else None) if min_spot_snr is None else min_spot_snr
