@@ -392,10 +392,10 @@ def speed(model: str):
     print(f"\nSpeed per frame on the CPU ({torch.get_num_threads()} torch threads, {os.cpu_count()} cores):")
     n_threads = torch.get_num_threads()
     print(f"(dispersion and peakfinder8 run on one core; U-Net with {n_threads} threads, and with 1 thread; "
-          "5 rounds in which the finders take turns, each timed on its second run in a row. The times are each "
-          "finder's fastest, the ratios those of the fastest runs; bf16: precision='mixed': on a shared machine, other jobs' memory traffic "
-          "slows the memory-bound dispersion more than the U-Net's convolutions, which flatters a typical "
-          "ratio; each round's ratio is listed too)")
+          "bf16: precision='mixed'; 5 rounds in which the finders take turns, each timed on its second run in a "
+          "row. The times are each finder's fastest, the ratios those of the fastest runs: on a shared machine, "
+          "other jobs' memory traffic slows the memory-bound dispersion more than the U-Net's convolutions, "
+          "which flatters a typical ratio; each round's ratio is listed too)")
     print(f"{'detector':<10} {'pixels':>10} {'dispersion s':>13} {'U-Net s':>9} {'ratio':>6} "
           f"{'U-Net 1 thr s':>14} {'ratio':>6} {'U-Net bf16 s':>13} {'ratio':>6} {'peakfinder8 s':>14}  "
           "ratio per round")
