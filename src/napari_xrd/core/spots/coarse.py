@@ -213,9 +213,6 @@ def coarse_spot_mask(image, found, *, pixel_mask=None, geometry=None, threshold:
     b_rows, b_cols = np.nonzero(new[labels])
     rows = (b_rows[:, None] * factor + np.repeat(np.arange(factor), factor)[None, :]).ravel()
     cols = (b_cols[:, None] * factor + np.tile(np.arange(factor), factor)[None, :]).ravel()
-    values = image[rows, cols]
-    ok = np.isfinite(values) & (values >= 0)
-    if pixel_mask is not None:
-        ok &= np.asarray(pixel_mask)[rows, cols] == 0
+    ok = valid_pixels(None if pixel_mask is None else np.asarray(pixel_mask)[rows, cols], image=image[rows, cols])
     out[rows[ok], cols[ok]] = True
     return out
