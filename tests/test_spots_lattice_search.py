@@ -13,6 +13,7 @@ from napari_xrd.core.spots.lattice_check import FrameLattice, frame_lattice
 from napari_xrd.core.spots.lattice_search import (
     aperture_significance,
     excitation_error,
+    expected_chance_passes,
     lattice_spot_search,
     poisson_z,
     predict_still_spots,
@@ -177,3 +178,31 @@ def test_no_lattice_nothing_added():
     assert frame_lattice(xy[:10], geom, np.ones(10, bool)) is None
     with pytest.raises(ValueError, match="lattice_search"):
         find_spots(still.image, method="dispersion", lattice_search="on")
+
+
+def test_expected_chance_passes_bounds_the_chance_passes():
+    rng = np.random.default_rng(3)
+    rate, n_empty = 0.06, 300
+    for n_real, found_rate in ((0, 0.0), (100, 0.8), (600, 0.7), (600, 0.2)):
+        estimates, chance = [], []
+        for _ in range(2000):
+            by_chance = rng.binomial(n_empty, rate)
+            passed = by_chance + rng.binomial(n_real, found_rate)
+            estimates.append(expected_chance_passes(rate, n_empty + n_real, passed))
+            chance.append(by_chance)
+        # in expectation at least the chance passes (equal when no prediction holds a spot) ...
+        assert np.mean(estimates) >= np.mean(chance) - 0.3
+        if n_real == 0:
+            assert np.mean(estimates) == pytest.approx(np.mean(chance), rel=0.05)
+        # ... and below "every prediction empty" when many passed: real spots are not counted as chances
+        if n_real and found_rate > 0.5:
+            assert np.mean(estimates) < 0.85 * rate * (n_empty + n_real)
+
+
+def test_expected_chance_passes_values_and_refusals():
+    assert expected_chance_passes(0.1, 100, 10) == pytest.approx(0.1 * 90 / 0.9)
+    assert expected_chance_passes(0.0, 100, 50) == 0.0
+    assert expected_chance_passes(1.0, 100, 100) == np.inf
+    for args in ((-0.1, 10, 1), (1.5, 10, 1), (0.1, 10, 11), (0.1, 10, -1)):
+        with pytest.raises(ValueError):
+            expected_chance_passes(*args)

@@ -19,7 +19,9 @@ prediction (the reference spots lie a fraction of a pixel from theirs; a
 grain or a neighbour's tail that happens to reach the disc lies off
 centre).  How often the test passes by chance is measured on the frame
 itself: at the same predictions turned about the beam by random angles
-(same resolution, same rings, same grains, no lattice).  Of a few
+(same resolution, same rings, same grains, no lattice); how many of the
+predictions that pass may have passed by chance follows from that rate and
+from how many failed (:func:`expected_chance_passes`).  Of a few
 significance thresholds and centroid tolerances, the rule kept is the one
 that adds most spots beyond the expected chance passes while those stay
 below ``max_false_fraction`` of the spots it adds; near the ice lines and
@@ -43,7 +45,7 @@ import numpy as np
 from napari_xrd.core.spots.coarse import ICE_GRAIN_MARGIN
 
 __all__ = ["predict_still_spots", "aperture_significance", "lattice_spot_search", "LatticeSearch",
-           "excitation_error", "poisson_z"]
+           "excitation_error", "expected_chance_passes", "poisson_z"]
 
 
 def excitation_error(r, wavelength: float) -> np.ndarray:
@@ -453,7 +455,7 @@ def lattice_spot_search(
             for t in thresholds:
                 hit = ok & (snr >= t) & (offset <= limit)
                 c = float(np.mean((c_snr[c_ok] >= t) & (c_offset[c_ok] <= limit))) if c_ok.any() else 1.0
-                false = c * ok.sum()  # expected chance passes among the predictions tested
+                false = expected_chance_passes(c, int(ok.sum()), int(hit.sum()))
                 # the rule that adds most spots beyond chance while chance stays a small share of them
                 if hit.any() and false <= max_false_fraction * hit.sum() and hit.sum() - false > best:
                     best, chosen[z], rates[z] = hit.sum() - false, (t, limit), c
@@ -461,6 +463,44 @@ def lattice_spot_search(
         add |= ok & (snr >= t) & (offset <= limit)
     return LatticeSearch(pred[add], [pixels[i] for i in np.flatnonzero(add)], snr[add], chosen, int(
         np.isfinite(snr).sum()), rates, residual)
+
+
+def expected_chance_passes(rate: float, n_tested: int, n_passed: int) -> float:
+    """Expected number of passes by chance among ``n_tested`` predictions of which ``n_passed`` passed.
+
+    Only the predictions with no spot there (``n_empty`` of them) can pass
+    by chance, each with probability ``rate`` (measured at positions off
+    the lattice), so the expectation is ``rate · n_empty``.  ``n_empty`` is
+    not known, but the predictions that failed are at least the empty ones
+    that failed: ``n_tested - n_passed >= n_empty · (1 - rate)`` in
+    expectation, which bounds it:
+
+        rate · n_empty <= rate · (n_tested - n_passed) / (1 - rate).
+
+    ``rate · n_tested`` (every prediction empty) is the cruder bound: on a
+    frame whose predictions mostly hold spots the finder missed (the
+    lines of spotty ice) it counts the real spots' tests as chances too,
+    and refuses them.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of off-lattice positions that pass, in [0, 1].
+    n_tested, n_passed : int
+        Predictions tested, and those that passed.
+
+    Returns
+    -------
+    float
+        The bound; inf where ``rate`` is 1 (everything passes by chance).
+    """
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"rate must lie in [0, 1], got {rate}")
+    if not 0 <= n_passed <= n_tested:
+        raise ValueError(f"need 0 <= n_passed <= n_tested, got {n_passed} and {n_tested}")
+    if rate >= 1.0:
+        return float("inf")
+    return rate * (n_tested - n_passed) / (1.0 - rate)
 
 
 def _zone(positions, geometry, ice_margin):
